@@ -1,0 +1,136 @@
+"""Alanine dipeptide (22 atoms) with Amber (vacuum, OBC2 implicit solvent) or ANI-1x.
+
+All variants are at 300 K, unconstrained (DiGS/DiKL sample every Cartesian degree of
+freedom) and without cutoffs.  The Amber variants evaluate energies in OpenMM (the
+torch energy goes through :class:`~openmm_dikl.bridge.OpenMMBridge`); the ANI-1x variant
+is torch-native (torchani, parameters loaded offline from the installed package) and is
+also a real ``openmm.System`` through ``openmm.PythonForce``.
+"""
+import os
+import warnings
+
+import numpy as np
+import openmm
+import torch
+from openmm import app, unit
+
+from .base import TargetSystem, shipped_path
+
+__all__ = ["alanine_dipeptide", "ANIPotential", "HARTREE_TO_KJMOL"]
+
+TEMPERATURE = 300.0  # K
+HARTREE_TO_KJMOL = 2625.499639479
+_ANI_CACHE = {}
+
+
+def _amber_system(implicit):
+    prmtop = app.AmberPrmtopFile(shipped_path("alanine_dipeptide.prmtop"))
+    system = prmtop.createSystem(nonbondedMethod=app.NoCutoff, constraints=None,
+                                 rigidWater=False, removeCMMotion=False,
+                                 implicitSolvent=app.OBC2 if implicit else None)
+    return system, prmtop.topology
+
+
+def _pdb_positions():
+    return app.PDBFile(shipped_path("alanine_dipeptide.pdb")).getPositions(asNumpy=True)
+
+
+def _load_ani1x():
+    """The ANI-1x 8-model ensemble from the files inside the torchani 2.2.4 wheel (offline)."""
+    if "ani1x" not in _ANI_CACHE:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import torchani
+            from torchani import neurochem
+        root = os.path.join(os.path.dirname(torchani.__file__), "resources", "ani-1x_8x")
+        if not os.path.isdir(root):
+            raise RuntimeError("ANI-1x parameters not found in the installed torchani; "
+                               "install torchani==2.2.4 (newer releases ship no weights)")
+        consts = neurochem.Constants(os.path.join(root, "rHCNO-5.2R_16-3.5A_a4-8.params"))
+        aev = torchani.AEVComputer(**consts)
+        sae = neurochem.load_sae(os.path.join(root, "sae_linfit.dat"))
+        ensemble = neurochem.load_model_ensemble(consts.species, os.path.join(root, "train"), 8)
+        model = torchani.nn.Sequential(aev, ensemble, sae).to(torch.float64).eval()
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        _ANI_CACHE["ani1x"] = (model, consts)
+    return _ANI_CACHE["ani1x"]
+
+
+class ANIPotential:
+    """ANI-1x reduced energy of a fixed molecule, usable from torch and from OpenMM.
+
+    Parameters
+    ----------
+    symbols : list of str
+        Element symbols (H, C, N, O) in atom order.
+    temperature : float
+        Temperature in K, used for u = E / kT.
+
+    Notes
+    -----
+    Calling the object with a :class:`openmm.State` returns (energy in kJ/mol, forces in
+    kJ/mol/nm as an (n, 3) array), the ``openmm.PythonForce`` protocol.  The object is
+    picklable (the network is rebuilt lazily), so bridge workers in other processes and
+    ``XmlSerializer`` copies of the System work.
+    """
+
+    def __init__(self, symbols, temperature):
+        self.symbols = list(symbols)
+        self.temperature = float(temperature)
+        self.kt = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(
+            unit.kilojoule_per_mole / unit.kelvin) * self.temperature
+
+    def __getstate__(self):
+        return {"symbols": self.symbols, "temperature": self.temperature, "kt": self.kt}
+
+    def energy_kjmol(self, x):
+        """ANI-1x energy (kJ/mol) of x (..., n, 3) in nm, differentiable."""
+        model, consts = _load_ani1x()
+        species = consts.species_to_tensor(self.symbols)
+        batch_shape = x.shape[:-2]
+        flat = x.reshape(-1, len(self.symbols), 3) * 10.0  # nm -> Å
+        species = species.unsqueeze(0).expand(flat.shape[0], -1)
+        hartree = model((species, flat)).energies
+        return (hartree * HARTREE_TO_KJMOL).reshape(batch_shape)
+
+    def reduced_energy(self, x):
+        """Reduced energy u = E/kT of x (..., n, 3) in nm."""
+        return self.energy_kjmol(x) / self.kt
+
+    def __call__(self, state):
+        xyz = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        x = torch.tensor(np.asarray(xyz), dtype=torch.float64, requires_grad=True)
+        with torch.enable_grad():
+            energy = self.energy_kjmol(x)
+            (grad,) = torch.autograd.grad(energy, x)
+        return float(energy.detach()), -grad.numpy()
+
+
+def alanine_dipeptide(variant="implicit"):
+    """Alanine dipeptide at 300 K: ``variant`` in {"vacuum", "implicit", "ani"}.
+
+    Returns
+    -------
+    TargetSystem
+        Named ``alanine_dipeptide_<variant>``; positions from the shipped PDB (nm).
+    """
+    if variant not in ("vacuum", "implicit", "ani"):
+        raise ValueError(f"unknown alanine dipeptide variant {variant!r}")
+    system, topology = _amber_system(implicit=(variant == "implicit"))
+    energy_fn = None
+    platform = "CPU" if variant == "implicit" else "Reference"
+    description = {"vacuum": "alanine dipeptide, Amber ff96, vacuum, 300 K",
+                   "implicit": "alanine dipeptide, Amber ff96 + OBC2 implicit solvent, 300 K",
+                   "ani": "alanine dipeptide, ANI-1x neural potential (torchani), 300 K"}[variant]
+    if variant == "ani":
+        potential = ANIPotential([a.element.symbol for a in topology.atoms()], TEMPERATURE)
+        ani_system = openmm.System()
+        for i in range(system.getNumParticles()):
+            ani_system.addParticle(system.getParticleMass(i))
+        ani_system.addForce(openmm.PythonForce(potential))
+        system, energy_fn = ani_system, potential.reduced_energy
+        platform = "Reference"
+    return TargetSystem(f"alanine_dipeptide_{variant}", system, topology, _pdb_positions(),
+                        TEMPERATURE, spatial_dim=3, energy_fn=energy_fn, platform=platform,
+                        description=description)

@@ -1,0 +1,208 @@
+"""The :class:`TargetSystem` container shared by every target (one protocol, many systems)."""
+import importlib.resources
+import os
+
+import mdtraj
+import numpy as np
+import openmm
+import torch
+from openmm import app, unit
+
+from ..units import as_kelvin, check_positions, kt_kjmol
+
+__all__ = ["TargetSystem", "shipped_path", "as_torch_positions"]
+
+
+def shipped_path(filename):
+    """Absolute path of a file shipped in the package's ``systems/`` folder.
+
+    Works from a regular (non-editable) install, where ``systems/`` is installed as
+    ``openmm_dikl._shipped``, and from a source checkout.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file is not shipped.
+    """
+    candidates = []
+    try:
+        candidates.append(os.fspath(importlib.resources.files("openmm_dikl._shipped")))
+    except (ModuleNotFoundError, TypeError):
+        pass
+    candidates.append(os.path.join(os.path.dirname(__file__), "..", "..", "systems"))
+    for folder in candidates:
+        path = os.path.normpath(os.path.join(folder, filename))
+        if os.path.exists(path):
+            return path
+    raise FileNotFoundError(f"shipped file {filename!r} not found (looked in {candidates})")
+
+
+def as_torch_positions(x, name="positions"):
+    """Positions (numpy, torch or Quantity) as a float64 torch tensor in nm, keeping autograd."""
+    if unit.is_quantity(x):
+        x = x.value_in_unit(unit.nanometer)
+    if isinstance(x, torch.Tensor):
+        return x if x.dtype == torch.float64 else x.to(torch.float64)
+    return torch.as_tensor(np.asarray(x, dtype=np.float64))
+
+
+class TargetSystem:
+    """A Boltzmann target p(x) ∝ exp(−u(x)) as an OpenMM System plus a torch energy.
+
+    Parameters
+    ----------
+    name : str
+        Registry name.
+    system : openmm.System
+        The OpenMM System (3-D; 2-D targets add a separable 0.5·z² kT term).
+    topology : openmm.app.Topology
+        Topology with ``system.getNumParticles()`` atoms.
+    positions : openmm.unit.Quantity, shape=(n_particles, 3)
+        A low-energy starting configuration in nm (OpenMM layout, z = 0 for 2-D targets).
+    temperature : openmm.unit.Quantity or float
+        Temperature (K).
+    spatial_dim : int
+        2 or 3: the dimension of the torch-side configuration space.
+    energy_fn : callable, optional
+        Torch function x (..., n, spatial_dim) in nm -> reduced energy u (...), float64,
+        differentiable.  If omitted, the energy comes from OpenMM through an
+        :class:`~openmm_dikl.bridge.OpenMMBridge` (forces supply the gradient).
+    reference_fn : callable, optional
+        ``reference_fn(n, generator) -> torch.Tensor (n, n_particles, spatial_dim)`` in nm.
+    platform : str
+        Default OpenMM platform for this system ("Reference" for small systems,
+        "CPU" for implicit solvent).
+    description : str
+        One line shown by ``openmm-dikl systems``.
+    """
+
+    def __init__(self, name, system, topology, positions, temperature, spatial_dim=3,
+                 energy_fn=None, reference_fn=None, platform="Reference", description=""):
+        if spatial_dim not in (2, 3):
+            raise ValueError(f"spatial_dim must be 2 or 3, got {spatial_dim}")
+        if topology.getNumAtoms() != system.getNumParticles():
+            raise ValueError(f"topology has {topology.getNumAtoms()} atoms but the System has "
+                             f"{system.getNumParticles()} particles")
+        self.name = name
+        self.system = system
+        self.topology = topology
+        self.n_particles = system.getNumParticles()
+        self.spatial_dim = spatial_dim
+        xyz = check_positions(positions, self.n_particles, 3, name="positions")[0]
+        self.positions = unit.Quantity(xyz, unit.nanometer)
+        self.temperature = as_kelvin(temperature) * unit.kelvin
+        self.kT = kt_kjmol(self.temperature) * unit.kilojoule_per_mole
+        self.platform = platform
+        self.description = description
+        self._energy_fn = energy_fn
+        self._reference_fn = reference_fn
+        self._bridge = None
+
+    def __repr__(self):
+        return (f"TargetSystem({self.name!r}, n_particles={self.n_particles}, "
+                f"spatial_dim={self.spatial_dim}, temperature={self.temperature})")
+
+    # ------------------------------------------------------------------ energies
+    @property
+    def has_torch_twin(self):
+        """True if the reduced energy is a pure torch function (no OpenMM call)."""
+        return self._energy_fn is not None
+
+    def bridge(self, n_workers=1, platform=None):
+        """A new :class:`~openmm_dikl.bridge.OpenMMBridge` on this system (caller closes it)."""
+        from ..bridge import OpenMMBridge
+        return OpenMMBridge(self.system, self.temperature, platform=platform or self.platform,
+                            n_workers=n_workers)
+
+    def reduced_energy(self, x):
+        """Reduced energy u = U/kT (dimensionless) of configurations.
+
+        Parameters
+        ----------
+        x : torch.Tensor or numpy.ndarray, shape=(..., n_particles, spatial_dim)
+            Positions in nm.
+
+        Returns
+        -------
+        torch.Tensor, shape=(...), dtype=float64
+            u(x), differentiable with respect to ``x``.
+        """
+        x = as_torch_positions(x)
+        if x.shape[-2:] != (self.n_particles, self.spatial_dim):
+            raise ValueError(f"{self.name}: positions must have shape (..., {self.n_particles}, "
+                             f"{self.spatial_dim}) in nm, got {tuple(x.shape)}")
+        if self._energy_fn is not None:
+            return self._energy_fn(x)
+        if self._bridge is None:
+            self._bridge = self.bridge()
+        batch_shape = x.shape[:-2]
+        flat = x.reshape(-1, self.n_particles, self.spatial_dim)
+        return self._bridge.reduced_energy(flat).reshape(batch_shape)
+
+    def reduced_force(self, x):
+        """Reduced force −∇u (1/nm) at configurations x (nm), same shape as x, float64."""
+        x = as_torch_positions(x).detach().requires_grad_(True)
+        with torch.enable_grad():
+            u = self.reduced_energy(x)
+            (grad,) = torch.autograd.grad(u.sum(), x)
+        return -grad
+
+    # ------------------------------------------------------------------ data
+    def reference_samples(self, n=None, seed=0):
+        """Reference samples of the target, shape (n, n_particles, spatial_dim), nm, float64.
+
+        Shipped sets (DW-4, LJ-13) are returned in stored order (the first ``n``);
+        exact samplers (MW-32, MoG-40) draw ``n`` (default 10000) with ``seed``.
+
+        Raises
+        ------
+        NotImplementedError
+            If no reference exists for this system.
+        """
+        if self._reference_fn is None:
+            raise NotImplementedError(f"no reference samples exist for system {self.name!r}")
+        generator = torch.Generator().manual_seed(int(seed))
+        return self._reference_fn(10000 if n is None else int(n), generator)
+
+    def to_openmm_positions(self, x):
+        """One configuration (n, spatial_dim) in nm as an OpenMM (n, 3) Quantity (z = 0 in 2-D)."""
+        xyz = check_positions(x, self.n_particles, self.spatial_dim, allow_single=True)[0]
+        return unit.Quantity(_pad3(xyz), unit.nanometer)
+
+    def to_mdtraj(self, x):
+        """Configurations as an :class:`mdtraj.Trajectory` (nm; 2-D targets get z = 0).
+
+        Parameters
+        ----------
+        x : array-like, shape=(n_frames, n_particles, spatial_dim) or (n_particles, spatial_dim)
+            Positions in nm.
+        """
+        xyz = check_positions(x, self.n_particles, self.spatial_dim, allow_single=True)
+        return mdtraj.Trajectory(_pad3(xyz).astype(np.float32),
+                                 mdtraj.Topology.from_openmm(self.topology))
+
+
+def _pad3(xyz):
+    """Pad (..., n, 2) arrays with z = 0 to (..., n, 3)."""
+    if xyz.shape[-1] == 3:
+        return xyz
+    return np.concatenate([xyz, np.zeros(xyz.shape[:-1] + (1,))], axis=-1)
+
+
+def particle_topology(n_particles, element="Ar", residue="PAR"):
+    """A Topology of ``n_particles`` single-atom residues (for the n-body and toy targets)."""
+    topology = app.Topology()
+    chain = topology.addChain()
+    elem = app.Element.getBySymbol(element)
+    for i in range(n_particles):
+        res = topology.addResidue(residue, chain)
+        topology.addAtom(f"{element}{i}", elem, res)
+    return topology
+
+
+def particle_system(n_particles, mass=1.0):
+    """An openmm.System of ``n_particles`` particles of ``mass`` Da and no forces."""
+    system = openmm.System()
+    for _ in range(n_particles):
+        system.addParticle(mass)
+    return system

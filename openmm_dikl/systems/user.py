@@ -1,0 +1,61 @@
+"""Wrap a user's own OpenMM System as a :class:`TargetSystem`."""
+import openmm
+from openmm import unit
+
+from ..units import as_kelvin
+from .base import TargetSystem
+
+__all__ = ["from_openmm", "check_samplable"]
+
+
+def check_samplable(system, what="openmm_dikl samplers"):
+    """Raise ValueError if ``system`` has constraints or virtual sites.
+
+    DiGS and DiKL sample every Cartesian degree of freedom: a constraint would be
+    ignored (a silently wrong distribution) and a virtual site is not a free coordinate.
+    """
+    n_constraints = system.getNumConstraints()
+    if n_constraints:
+        raise ValueError(f"the System has {n_constraints} constraints, which {what} cannot "
+                         "handle; build it with constraints=None (and rigidWater=False)")
+    virtual = [i for i in range(system.getNumParticles()) if system.isVirtualSite(i)]
+    if virtual:
+        raise ValueError(f"the System has {len(virtual)} virtual sites (first: particle "
+                         f"{virtual[0]}), which {what} cannot handle")
+
+
+def from_openmm(system, topology, positions, temperature, name="user", platform="Reference"):
+    """A :class:`TargetSystem` for a user's OpenMM System (energies through the bridge).
+
+    Parameters
+    ----------
+    system : openmm.System
+        Unconstrained, without virtual sites (see :func:`check_samplable`).
+    topology : openmm.app.Topology
+        Topology with one atom per particle.
+    positions : openmm.unit.Quantity or array-like, shape=(n_atoms, 3)
+        Starting positions (nm if bare numbers).
+    temperature : openmm.unit.Quantity or float
+        Temperature (K).
+    name : str
+        Name used in logs and file headers.
+    platform : str
+        OpenMM platform for energy evaluations.
+
+    Examples
+    --------
+    >>> from openmm import app
+    >>> from openmm_dikl.systems import from_openmm, shipped_path
+    >>> pdb = app.PDBFile(shipped_path("alanine_dipeptide.pdb"))
+    >>> ff = app.ForceField("amber14-all.xml")
+    >>> system = ff.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=None)
+    >>> target = from_openmm(system, pdb.topology, pdb.positions, 300.0)
+    >>> float(target.reduced_energy(target.positions.value_in_unit(unit.nanometer))) < 0
+    True
+    """
+    if not isinstance(system, openmm.System):
+        raise TypeError(f"system must be an openmm.System, got {type(system).__name__}")
+    check_samplable(system)
+    return TargetSystem(name, system, topology, positions, as_kelvin(temperature),
+                        spatial_dim=3, platform=platform,
+                        description=f"user system with {system.getNumParticles()} atoms")
