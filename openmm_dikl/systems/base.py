@@ -108,11 +108,15 @@ class TargetSystem:
         """True if the reduced energy is a pure torch function (no OpenMM call)."""
         return self._energy_fn is not None
 
-    def bridge(self, n_workers=1, platform=None):
-        """A new :class:`~openmm_dikl.bridge.OpenMMBridge` on this system (caller closes it)."""
+    def bridge(self, n_workers=1, platform=None, platform_properties=None):
+        """A new :class:`~openmm_dikl.bridge.OpenMMBridge` on this system (caller closes it).
+
+        ``platform`` defaults to the system's; ``platform_properties`` (dict) is passed to
+        OpenMM (e.g. ``{"Threads": "1"}`` for CPU-platform workers).
+        """
         from ..bridge import OpenMMBridge
         return OpenMMBridge(self.system, self.temperature, platform=platform or self.platform,
-                            n_workers=n_workers)
+                            n_workers=n_workers, platform_properties=platform_properties)
 
     def reduced_energy(self, x):
         """Reduced energy u = U/kT (dimensionless) of configurations.
