@@ -1,0 +1,738 @@
+"""Neural networks for DiKL: E(n)-equivariant generators and score networks, MLP baselines.
+
+Every network works on batched configurations in the dense layout
+``(batch, n_particles, spatial_dim)`` with positions in nm (the papers' length unit for the
+toy and n-body targets, see ``spec/systems.md``).  Two roles share one interface:
+
+* a **generator** maps latent noise z to a configuration, ``generator(z) -> x``, both of
+  shape ``(batch, n_particles, spatial_dim)``; ``generator.sample(n, generator=None)``
+  draws z itself;
+* a **score network** estimates ∇ log p_t of the noised distribution,
+  ``score_model(x_t, t) -> (batch, n_particles, spatial_dim)`` in 1/nm, where ``t`` is a
+  float tensor ``(batch,)`` in [0, 1] (the normalised noise-level index).
+
+The EGNN classes (:class:`EGNNGenerator`, :class:`EGNNScore`) are equivariant to rotations
+and reflections, translations and permutations of identical particles, and remove the
+centre of mass (the unweighted centroid) from their outputs.  The MLP classes flatten the
+configuration and are for targets that are not translation invariant (MW-32, MoG-40).
+
+Architectures can be rebuilt from plain dictionaries, which is how checkpoints store
+them:
+
+>>> import torch
+>>> from openmm_dikl.models import EGNNGenerator, build_model
+>>> net = EGNNGenerator(4, 2, n_layers=2, hidden=16)
+>>> copy = build_model(net.config)
+>>> _ = copy.load_state_dict(net.state_dict())
+>>> z = torch.randn(3, 4, 2)
+>>> torch.allclose(net(z), copy(z))
+True
+
+References
+----------
+V. G. Satorras, E. Hoogeboom, M. Welling, "E(n) Equivariant Graph Neural Networks",
+ICML 2021.  J. He et al., "Training Neural Samplers with Reverse Diffusive KL
+Divergence", AISTATS 2025.
+"""
+import copy
+import logging
+
+import numpy as np
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EGNNLayer", "EGNN", "EGNNGenerator", "EGNNScore", "MLPGenerator", "MLPScore",
+           "remove_mean", "build_model", "model_config", "atom_type_features",
+           "sinusoidal_embedding"]
+
+
+# ---------------------------------------------------------------------- helpers
+def remove_mean(x):
+    """Subtract the centroid of every configuration.
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape=(batch, n_particles, spatial_dim)
+        Positions (nm) or any per-particle vectors (e.g. scores, 1/nm).
+
+    Returns
+    -------
+    torch.Tensor, shape=(batch, n_particles, spatial_dim)
+        ``x − mean_i x_i``: the projection onto the centred (zero centre-of-mass for
+        equal masses) subspace.  Same unit as ``x``.
+    """
+    return x - x.mean(dim=-2, keepdim=True)
+
+
+def _activation_class(activation):
+    """Resolve an activation given as an ``nn.Module`` class or the name of one in torch.nn."""
+    if isinstance(activation, str):
+        resolved = getattr(nn, activation, None)
+        if not (isinstance(resolved, type) and issubclass(resolved, nn.Module)):
+            raise ValueError(f"unknown activation {activation!r}: give an nn.Module class "
+                             "or the name of one in torch.nn (e.g. 'SiLU')")
+        return resolved
+    if isinstance(activation, type) and issubclass(activation, nn.Module):
+        return activation
+    raise ValueError("activation must be an nn.Module class (e.g. nn.SiLU, not nn.SiLU()) "
+                     f"or its name, got {activation!r}")
+
+
+def _check_positive_int(value, name, minimum=1):
+    if isinstance(value, bool) or int(value) != value or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _mlp(sizes, activation, final_activation=False):
+    """``Linear → act → … → Linear`` (optionally ending in an activation)."""
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2 or final_activation:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+def atom_type_features(topology):
+    """One-hot element features for EGNN node inputs.
+
+    Parameters
+    ----------
+    topology : openmm.app.Topology or mdtraj.Topology
+        Topology whose atoms define the particles, in order.
+
+    Returns
+    -------
+    numpy.ndarray, shape=(n_atoms, n_elements), dtype=float64
+        Row i is the one-hot code of atom i's element, elements sorted by symbol.
+        Pass it as ``node_features`` to the EGNN networks; permutation equivariance
+        then holds only for permutations within one element.
+    """
+    symbols = [atom.element.symbol if atom.element is not None else "X"
+               for atom in topology.atoms()]
+    elements = sorted(set(symbols))
+    features = np.zeros((len(symbols), len(elements)))
+    features[np.arange(len(symbols)), [elements.index(s) for s in symbols]] = 1.0
+    return features
+
+
+def sinusoidal_embedding(t, dim, max_frequency=1000.0):
+    """Sinusoidal embedding of a noise level in [0, 1].
+
+    Parameters
+    ----------
+    t : torch.Tensor, shape=(batch,)
+        Normalised noise level (dimensionless, in [0, 1]).
+    dim : int
+        Even embedding size.
+    max_frequency : float
+        Largest angular frequency; frequencies are geometric from 1 to ``max_frequency``.
+
+    Returns
+    -------
+    torch.Tensor, shape=(batch, dim)
+        ``[sin(ω_k t), cos(ω_k t)]`` for k = 0 … dim/2 − 1.
+    """
+    half = dim // 2
+    exponent = torch.arange(half, dtype=t.dtype, device=t.device) / max(half - 1, 1)
+    omega = max_frequency ** exponent
+    angle = t[:, None] * omega
+    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
+
+
+class _Configurable(nn.Module):
+    """Mixin giving a network a ``config`` dictionary that rebuilds its architecture."""
+
+    def _store_config(self, **kwargs):
+        self._config = {"class": type(self).__name__, **kwargs}
+
+    @property
+    def config(self):
+        """dict: class name and constructor arguments (JSON-compatible); see :func:`build_model`."""
+        return copy.deepcopy(self._config)
+
+    @classmethod
+    def from_config(cls, config):
+        """Build a freshly initialised network of this class from ``config`` (see ``config``)."""
+        config = dict(config)
+        name = config.pop("class", cls.__name__)
+        if name != cls.__name__:
+            raise ValueError(f"config describes a {name}, not a {cls.__name__}")
+        return cls(**config)
+
+    def _check_input(self, x, name):
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim != 3 or tuple(x.shape[1:]) != (self.n_particles, self.spatial_dim):
+            raise ValueError(f"{name} must have shape (batch, {self.n_particles}, "
+                             f"{self.spatial_dim}), got {tuple(x.shape)}")
+
+    def _check_time(self, t, batch):
+        if not isinstance(t, torch.Tensor):
+            t = torch.as_tensor(t)
+        if t.ndim == 0:
+            t = t.expand(batch)
+        if t.ndim != 1 or t.shape[0] != batch:
+            raise ValueError(f"t must be a float tensor of shape ({batch},) in [0, 1], "
+                             f"got shape {tuple(t.shape)}")
+        return t
+
+
+def _latent_sample(module, n, n_particles, spatial_dim, std, centre, generator):
+    """Gaussian latent noise (n, n_particles, spatial_dim) in the module's dtype and device."""
+    n = _check_positive_int(n, "n")
+    reference = next(module.parameters())
+    gen_device = generator.device if generator is not None else reference.device
+    z = torch.randn((n, n_particles, spatial_dim), generator=generator,
+                    dtype=reference.dtype, device=gen_device).to(reference.device)
+    if centre:
+        z = remove_mean(z)
+    return std * z
+
+
+# ---------------------------------------------------------------------- EGNN
+class EGNNLayer(nn.Module):
+    """One E(n)-equivariant graph convolution on a fully connected graph.
+
+    For every ordered pair i ≠ j (Satorras et al. 2021, eqs. 3–6)::
+
+        m_ij    = φ_e(h_i, h_j, |x_i − x_j|²)
+        x_i'    = x_i + A_j (x_i − x_j) φ_x(m_ij)
+        h_i'    = h_i + φ_h(h_i, A_j m_ij)
+
+    with A the aggregation over neighbours j (sum or mean).
+
+    Parameters
+    ----------
+    hidden : int
+        Width H of node features and messages.
+    activation : type
+        Activation class (called with no arguments), default :class:`torch.nn.SiLU`.
+    aggregation : {"mean", "sum"}
+        ``"mean"`` divides both aggregates by n − 1 (magnitudes independent of the
+        particle count; the default), ``"sum"`` is the paper's plain sum.
+    normalize : bool
+        Replace ``x_i − x_j`` in the coordinate update by
+        ``(x_i − x_j) / (|x_i − x_j| + ε)``, so the step size does not grow with the
+        distance (egnn_clean's ``normalize``; improves stability).
+    tanh : bool
+        Bound the coordinate weight: ``φ_x(m) → coords_range · tanh(φ_x(m))``
+        (egnn_clean's ``tanh``).  Then one layer moves a particle by at most
+        ``coords_range`` (times the mean distance unless ``normalize``).
+    coords_range : float
+        Scale of the ``tanh`` bound (nm per layer with ``normalize``).
+    update_coords : bool
+        If False the layer leaves coordinates unchanged (invariant-feature layer).
+    coord_hidden_layer : bool
+        φ_x = Linear(H, H) → act → Linear(H, 1) as in the paper (default).  If False,
+        φ_x = Linear(H, 1) on m_ij: one edge matmul and activation fewer per layer,
+        about 25–50 % faster on CPU.
+    update_features : bool
+        If False the layer returns h unchanged and has no φ_h (the last layer of a
+        network that only outputs coordinates).
+
+    Notes
+    -----
+    Shapes: h (batch, n, H) features; x (batch, n, d) positions in nm.  φ_e's first
+    linear layer is split into the h_i, h_j and distance blocks so it costs two
+    (batch·n, H) products instead of one per edge.  The last layer of φ_x starts with
+    xavier-uniform gain 1e-3, so a fresh layer is close to the identity on x.
+    """
+
+    def __init__(self, hidden, activation=nn.SiLU, aggregation="mean", normalize=False,
+                 tanh=False, coords_range=1.0, update_coords=True, coord_hidden_layer=True,
+                 update_features=True):
+        super().__init__()
+        hidden = _check_positive_int(hidden, "hidden")
+        if aggregation not in ("mean", "sum"):
+            raise ValueError(f"aggregation must be 'mean' or 'sum', got {aggregation!r}")
+        act = _activation_class(activation)
+        self.hidden = hidden
+        self.aggregation = aggregation
+        self.normalize = bool(normalize)
+        self.tanh = bool(tanh)
+        self.coords_range = float(coords_range)
+        self.update_coords = bool(update_coords)
+        self.update_features = bool(update_features)
+        self.epsilon = 1e-8
+        self.edge_in = nn.Linear(2 * hidden + 1, hidden)    # φ_e layer 1 on [h_i, h_j, d²]
+        self.edge_out = nn.Sequential(act(), nn.Linear(hidden, hidden), act())
+        if self.update_features:
+            self.node_mlp = _mlp([2 * hidden, hidden, hidden], act)
+        if self.update_coords:
+            head = nn.Linear(hidden, 1, bias=False)
+            nn.init.xavier_uniform_(head.weight, gain=1e-3)
+            self.coord_mlp = (nn.Sequential(nn.Linear(hidden, hidden), act(), head)
+                              if coord_hidden_layer else nn.Sequential(head))
+
+    def _edge_update(self, h, sq_dist):
+        """Messages m_ij (batch, n, n, H) from h (batch, n, H) and d² (batch, n, n) in nm²."""
+        w = self.edge_in.weight
+        source = torch.addmm(self.edge_in.bias, h.reshape(-1, self.hidden),
+                             w[:, :self.hidden].T).view_as(h)      # h_i block + bias
+        target = h @ w[:, self.hidden:2 * self.hidden].T           # h_j block
+        pre = source[:, :, None, :] + target[:, None, :, :]         # (B, n, n, H)
+        pre = pre.addcmul_(sq_dist[..., None], w[:, -1])            # + d²_ij w_d, in place
+        return self.edge_out(pre)
+
+    def _aggregate(self, edge_values):
+        """A_j over j ≠ i of (batch, n, n, k) edge values -> (batch, n, k)."""
+        n = edge_values.shape[1]
+        total = edge_values.sum(dim=2) - torch.diagonal(edge_values, dim1=1, dim2=2).transpose(1, 2)
+        return total / (n - 1) if self.aggregation == "mean" and n > 1 else total
+
+    def _coord_update(self, x, diff, sq_dist, m):
+        """x_i + A_j (x_i − x_j) φ_x(m_ij); x (batch, n, d) nm, diff (batch, n, n, d) nm."""
+        weight = self.coord_mlp(m)                              # (B, n, n, 1)
+        if self.tanh:
+            weight = self.coords_range * torch.tanh(weight)
+        if self.normalize:
+            # clamp: no 0 · ∞ = NaN in the backward pass through sqrt at i = j
+            distance = torch.sqrt(sq_dist.clamp_min(self.epsilon ** 2))
+            diff = diff / (distance[..., None] + self.epsilon)
+        # diagonal terms vanish (x_i − x_i = 0), so the plain sum already excludes j = i
+        shift = (diff * weight).sum(dim=2)
+        n = x.shape[1]
+        if self.aggregation == "mean" and n > 1:
+            shift = shift / (n - 1)
+        return x + shift
+
+    def _node_update(self, h, m):
+        """h_i + φ_h(h_i, A_j m_ij); h (batch, n, H), m (batch, n, n, H)."""
+        return h + self.node_mlp(torch.cat([h, self._aggregate(m)], dim=-1))
+
+    def forward(self, h, x):
+        """Apply the layer.
+
+        Parameters
+        ----------
+        h : torch.Tensor, shape=(batch, n_particles, hidden)
+            Invariant node features.
+        x : torch.Tensor, shape=(batch, n_particles, spatial_dim)
+            Positions in nm.
+
+        Returns
+        -------
+        h, x : torch.Tensor
+            Updated features (invariant) and positions (equivariant), same shapes.
+        """
+        diff = x[:, :, None, :] - x[:, None, :, :]              # (B, n, n, d): x_i − x_j
+        sq_dist = diff.pow(2).sum(-1)                          # (B, n, n) nm²
+        m = self._edge_update(h, sq_dist)
+        if self.update_coords:
+            x = self._coord_update(x, diff, sq_dist, m)
+        if self.update_features:
+            h = self._node_update(h, m)
+        return h, x
+
+
+class EGNN(nn.Module):
+    """A stack of :class:`EGNNLayer` (features and coordinates updated in every layer).
+
+    Parameters
+    ----------
+    n_layers : int
+        Number of layers.
+    hidden : int
+        Feature width H.
+    activation, aggregation, normalize, tanh, coords_range, coord_hidden_layer
+        Passed to every :class:`EGNNLayer` (see there for the equations they change).
+    final_features : bool
+        If False the last layer skips its feature update (and has no φ_h): use when
+        only the output coordinates are needed.
+
+    Notes
+    -----
+    ``forward(h, x)`` takes h (batch, n, H) and x (batch, n, d) in nm and returns the
+    updated pair.  No centring happens here; the wrapping networks remove the centroid.
+    """
+
+    def __init__(self, n_layers, hidden, activation=nn.SiLU, aggregation="mean",
+                 normalize=False, tanh=False, coords_range=1.0, coord_hidden_layer=True,
+                 final_features=True):
+        super().__init__()
+        n_layers = _check_positive_int(n_layers, "n_layers")
+        self.layers = nn.ModuleList(
+            EGNNLayer(hidden, activation=activation, aggregation=aggregation,
+                      normalize=normalize, tanh=tanh, coords_range=coords_range,
+                      coord_hidden_layer=coord_hidden_layer,
+                      update_features=final_features or i < n_layers - 1)
+            for i in range(n_layers))
+
+    def forward(self, h, x):
+        """Run all layers; returns (h, x) with the input shapes (x in nm)."""
+        for layer in self.layers:
+            h, x = layer(h, x)
+        return h, x
+
+
+#: Target number of float entries in one edge tensor (batch_chunk · n² · hidden) when
+#: EGNN networks split large batches: about 2 MB in float32, so edge tensors stay in cache.
+_CHUNK_ENTRIES = 2 ** 19
+
+
+class _EGNNBase(_Configurable):
+    """Shared construction of the EGNN generator and score network."""
+
+    def __init__(self, n_particles, spatial_dim, n_layers, hidden, node_features, extra_inputs,
+                 activation, aggregation, normalize, tanh, coords_range, coord_hidden_layer):
+        super().__init__()
+        self.n_particles = _check_positive_int(n_particles, "n_particles", minimum=2)
+        self.spatial_dim = _check_positive_int(spatial_dim, "spatial_dim")
+        hidden = _check_positive_int(hidden, "hidden")
+        if node_features is None:
+            features = torch.ones(self.n_particles, 1)
+            stored = None
+        else:
+            array = np.asarray(node_features, dtype=np.float64)
+            if array.ndim == 1:
+                array = array[:, None]
+            if (array.ndim != 2 or array.shape[0] != self.n_particles
+                    or not np.isfinite(array).all()):
+                raise ValueError(f"node_features must be a finite (n_particles={self.n_particles}, "
+                                 f"n_features) array, got shape {array.shape}")
+            features = torch.as_tensor(array, dtype=torch.get_default_dtype())
+            stored = array.tolist()
+        self.register_buffer("node_features", features)
+        self.embedding = nn.Linear(features.shape[1] + extra_inputs, hidden)
+        self.egnn = EGNN(n_layers, hidden, activation=activation, aggregation=aggregation,
+                         normalize=normalize, tanh=tanh, coords_range=coords_range,
+                         coord_hidden_layer=coord_hidden_layer, final_features=False)
+        #: Batch chunk size used by ``forward`` (None: automatic, ~2 MB edge tensors).
+        #: A runtime setting, not part of ``config``; results do not depend on it.
+        self.chunk_size = None
+        self._store_config(n_particles=self.n_particles, spatial_dim=self.spatial_dim,
+                           n_layers=int(n_layers), hidden=hidden, node_features=stored,
+                           activation=_activation_class(activation).__name__,
+                           aggregation=aggregation, normalize=bool(normalize), tanh=bool(tanh),
+                           coords_range=float(coords_range),
+                           coord_hidden_layer=bool(coord_hidden_layer))
+
+    def _chunks(self, batch):
+        """Batch chunk size: edge tensors of about ``_CHUNK_ENTRIES`` entries (cache-sized)."""
+        if self.chunk_size is not None:
+            return _check_positive_int(self.chunk_size, "chunk_size")
+        hidden = self.embedding.out_features
+        return max(8, _CHUNK_ENTRIES // (self.n_particles ** 2 * hidden))
+
+    def _run(self, x0, extra=None):
+        """EGNN output coordinates (batch, n, d) for centred inputs x0, in chunks of the batch."""
+        size = self._chunks(x0.shape[0])
+        outputs = []
+        for start in range(0, x0.shape[0], size):
+            x = x0[start:start + size]
+            h = self.node_features.expand(x.shape[0], -1, -1)
+            if extra is not None:
+                e = extra[start:start + size]
+                h = torch.cat([h, e[:, None, :].expand(-1, self.n_particles, -1)], dim=-1)
+            _, x = self.egnn(self.embedding(h), x)
+            outputs.append(x)
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+
+class EGNNGenerator(_EGNNBase):
+    """One-shot E(n)-equivariant generator x = f_θ(z) for n-body targets.
+
+    Parameters
+    ----------
+    n_particles : int
+        Number of particles n (>= 2).
+    spatial_dim : int
+        Spatial dimension d (2 or 3 for the bundled targets).
+    n_layers : int
+        Number of EGNN layers (paper: 8).
+    hidden : int
+        Feature width (paper: 144 for DW-4, 192 for LJ-13).  The edge MLPs cost
+        O(batch · n² · hidden²) operations and O(batch · n² · hidden) memory traffic.
+    node_features : array-like, shape=(n_particles, n_features), optional
+        Fixed per-particle features, e.g. :func:`atom_type_features` for molecules.
+        Default: identical particles (one constant feature).
+    latent_std : float
+        Standard deviation of the latent Gaussian used by :meth:`sample` (nm).
+    activation : type or str
+        Activation class (default :class:`torch.nn.SiLU`) or its name in torch.nn.
+    aggregation, normalize, tanh, coords_range, coord_hidden_layer
+        See :class:`EGNNLayer` (stability and speed options, with their equations).
+
+    Attributes
+    ----------
+    n_particles, spatial_dim : int
+        Configuration shape.
+    chunk_size : int or None
+        Batch chunk used inside ``forward`` (None: automatic); a speed knob only.
+
+    Notes
+    -----
+    ``forward`` centres z, runs the EGNN with z as initial coordinates and constant (or
+    ``node_features``) node inputs, and returns the final coordinates with their centroid
+    removed.  The map is equivariant to rotations and reflections, invariant to
+    translations of z (the output is centred), and equivariant to permutations of
+    particles with equal node features.
+    """
+
+    def __init__(self, n_particles, spatial_dim, n_layers=4, hidden=64, node_features=None,
+                 latent_std=1.0, activation=nn.SiLU, aggregation="mean", normalize=False,
+                 tanh=False, coords_range=1.0, coord_hidden_layer=True):
+        super().__init__(n_particles, spatial_dim, n_layers, hidden, node_features, 0,
+                         activation, aggregation, normalize, tanh, coords_range,
+                         coord_hidden_layer)
+        if not (np.isfinite(latent_std) and latent_std > 0):
+            raise ValueError(f"latent_std must be positive (nm), got {latent_std!r}")
+        self.latent_std = float(latent_std)
+        self._config["latent_std"] = self.latent_std
+
+    def forward(self, z):
+        """Map latent noise to configurations.
+
+        Parameters
+        ----------
+        z : torch.Tensor, shape=(batch, n_particles, spatial_dim)
+            Latent noise (nm); need not be centred (it is centred first).
+
+        Returns
+        -------
+        torch.Tensor, shape=(batch, n_particles, spatial_dim)
+            Configurations in nm, centroid removed.
+
+        Raises
+        ------
+        ValueError
+            If ``z`` has the wrong shape.
+        """
+        self._check_input(z, "z")
+        return remove_mean(self._run(remove_mean(z)))
+
+    def sample(self, n, generator=None):
+        """Draw ``n`` configurations x = f_θ(z) with centred Gaussian z of std ``latent_std``.
+
+        Parameters
+        ----------
+        n : int
+            Number of samples.
+        generator : torch.Generator, optional
+            Source of randomness (default: torch's global generator).
+
+        Returns
+        -------
+        torch.Tensor, shape=(n, n_particles, spatial_dim)
+            Configurations in nm in the network's dtype and device.  Gradients flow to
+            the parameters; wrap in ``torch.no_grad()`` for evaluation.
+        """
+        z = _latent_sample(self, n, self.n_particles, self.spatial_dim, self.latent_std,
+                           True, generator)
+        return self(z)
+
+
+class EGNNScore(_EGNNBase):
+    """E(n)-equivariant score network s_φ(x_t, t) ≈ ∇ log p_t(x_t).
+
+    Parameters
+    ----------
+    n_particles, spatial_dim, n_layers, hidden, node_features
+        As for :class:`EGNNGenerator` (paper: 4 layers × 144 for DW-4).
+    time_embedding_dim : int
+        Size of the sinusoidal embedding of t, concatenated (with t itself) to every
+        node's input features.
+    activation : type or str
+        Activation class (default :class:`torch.nn.SiLU`) or its name in torch.nn.
+    aggregation, normalize, tanh, coords_range, coord_hidden_layer
+        See :class:`EGNNLayer` (stability and speed options, with their equations).
+
+    Notes
+    -----
+    ``forward(x_t, t)`` returns ``x_L − x̂_t`` with its centroid removed, where x̂_t is
+    the centred input and x_L the EGNN's output coordinates started from x̂_t.  This is
+    rotation/reflection and permutation equivariant, translation invariant, and lies in
+    the centred subspace, where the score of a translation-invariant density lives.  The
+    output is read as a score in 1/nm; any noise-level scaling (e.g. division by σ_t) is
+    left to the caller.
+    """
+
+    def __init__(self, n_particles, spatial_dim, n_layers=4, hidden=64, node_features=None,
+                 time_embedding_dim=16, activation=nn.SiLU, aggregation="mean",
+                 normalize=False, tanh=False, coords_range=1.0, coord_hidden_layer=True):
+        time_embedding_dim = _check_positive_int(time_embedding_dim, "time_embedding_dim",
+                                                 minimum=2)
+        if time_embedding_dim % 2:
+            raise ValueError(f"time_embedding_dim must be even, got {time_embedding_dim}")
+        super().__init__(n_particles, spatial_dim, n_layers, hidden, node_features,
+                         time_embedding_dim + 1, activation, aggregation, normalize, tanh,
+                         coords_range, coord_hidden_layer)
+        self.time_embedding_dim = time_embedding_dim
+        self._config["time_embedding_dim"] = time_embedding_dim
+
+    def forward(self, x_t, t):
+        """Score estimate at noised configurations.
+
+        Parameters
+        ----------
+        x_t : torch.Tensor, shape=(batch, n_particles, spatial_dim)
+            Noised positions in nm.
+        t : torch.Tensor, shape=(batch,)
+            Noise level, float in [0, 1] (a scalar is broadcast).
+
+        Returns
+        -------
+        torch.Tensor, shape=(batch, n_particles, spatial_dim)
+            Score estimate (1/nm), centroid removed.
+
+        Raises
+        ------
+        ValueError
+            On wrong shapes.
+        """
+        self._check_input(x_t, "x_t")
+        t = self._check_time(t, x_t.shape[0]).to(dtype=x_t.dtype, device=x_t.device)
+        extra = torch.cat([t[:, None], sinusoidal_embedding(t, self.time_embedding_dim)], dim=-1)
+        x0 = remove_mean(x_t)
+        return remove_mean(self._run(x0, extra) - x0)
+
+
+# ---------------------------------------------------------------------- MLP baselines
+class MLPGenerator(_Configurable):
+    """Fully connected generator x = f_θ(z) on flattened configurations.
+
+    Parameters
+    ----------
+    n_particles, spatial_dim : int
+        Configuration shape (n, d); MoG-40 is (1, 2), MW-32 is (16, 2).
+    hidden : int
+        Width of the hidden layers.
+    n_layers : int
+        Number of hidden layers (>= 1).
+    latent_std : float
+        Standard deviation of the latent Gaussian used by :meth:`sample` (nm).
+    activation : type or str
+        Activation class (default SiLU).
+    centre : bool
+        If True, z is centred and the output's centroid removed (for translation-invariant
+        targets).  Default False: MW-32 and MoG-40 are *not* translation invariant.
+    """
+
+    def __init__(self, n_particles, spatial_dim, hidden=256, n_layers=3, latent_std=1.0,
+                 activation=nn.SiLU, centre=False):
+        super().__init__()
+        self.n_particles = _check_positive_int(n_particles, "n_particles")
+        self.spatial_dim = _check_positive_int(spatial_dim, "spatial_dim")
+        _check_positive_int(hidden, "hidden")
+        _check_positive_int(n_layers, "n_layers")
+        if not (np.isfinite(latent_std) and latent_std > 0):
+            raise ValueError(f"latent_std must be positive (nm), got {latent_std!r}")
+        act = _activation_class(activation)
+        dim = self.n_particles * self.spatial_dim
+        self.latent_std = float(latent_std)
+        self.centre = bool(centre)
+        self.net = _mlp([dim] + [hidden] * n_layers + [dim], act)
+        self._store_config(n_particles=self.n_particles, spatial_dim=self.spatial_dim,
+                           hidden=int(hidden), n_layers=int(n_layers), latent_std=self.latent_std,
+                           activation=act.__name__, centre=self.centre)
+
+    def forward(self, z):
+        """Map latent noise z (batch, n_particles, spatial_dim) to configurations in nm."""
+        self._check_input(z, "z")
+        if self.centre:
+            z = remove_mean(z)
+        x = self.net(z.reshape(z.shape[0], -1)).reshape(z.shape)
+        return remove_mean(x) if self.centre else x
+
+    def sample(self, n, generator=None):
+        """Draw ``n`` configurations (n, n_particles, spatial_dim) in nm; z ~ N(0, latent_std²)."""
+        z = _latent_sample(self, n, self.n_particles, self.spatial_dim, self.latent_std,
+                           self.centre, generator)
+        return self(z)
+
+
+class MLPScore(_Configurable):
+    """Fully connected score network s_φ(x_t, t) on flattened configurations.
+
+    Parameters
+    ----------
+    n_particles, spatial_dim : int
+        Configuration shape (n, d).
+    hidden, n_layers : int
+        Width and number of hidden layers.
+    time_embedding_dim : int
+        Size of the sinusoidal embedding of t (concatenated, with t, to the input).
+    activation : type or str
+        Activation class (default SiLU).
+    centre : bool
+        If True, the input is centred and the output's centroid removed.  Default False
+        (MW-32, MoG-40 are not translation invariant).
+
+    Notes
+    -----
+    ``forward(x_t, t)``: x_t (batch, n, d) in nm, t (batch,) in [0, 1]; returns the score
+    estimate (batch, n, d) in 1/nm.
+    """
+
+    def __init__(self, n_particles, spatial_dim, hidden=256, n_layers=3, time_embedding_dim=16,
+                 activation=nn.SiLU, centre=False):
+        super().__init__()
+        self.n_particles = _check_positive_int(n_particles, "n_particles")
+        self.spatial_dim = _check_positive_int(spatial_dim, "spatial_dim")
+        _check_positive_int(hidden, "hidden")
+        _check_positive_int(n_layers, "n_layers")
+        time_embedding_dim = _check_positive_int(time_embedding_dim, "time_embedding_dim", 2)
+        if time_embedding_dim % 2:
+            raise ValueError(f"time_embedding_dim must be even, got {time_embedding_dim}")
+        act = _activation_class(activation)
+        dim = self.n_particles * self.spatial_dim
+        self.time_embedding_dim = time_embedding_dim
+        self.centre = bool(centre)
+        self.net = _mlp([dim + time_embedding_dim + 1] + [hidden] * n_layers + [dim], act)
+        self._store_config(n_particles=self.n_particles, spatial_dim=self.spatial_dim,
+                           hidden=int(hidden), n_layers=int(n_layers),
+                           time_embedding_dim=time_embedding_dim, activation=act.__name__,
+                           centre=self.centre)
+
+    def forward(self, x_t, t):
+        """Score estimate (batch, n, d) in 1/nm at x_t (batch, n, d) nm, t (batch,) in [0, 1]."""
+        self._check_input(x_t, "x_t")
+        t = self._check_time(t, x_t.shape[0]).to(dtype=x_t.dtype, device=x_t.device)
+        if self.centre:
+            x_t = remove_mean(x_t)
+        inputs = torch.cat([x_t.reshape(x_t.shape[0], -1), t[:, None],
+                            sinusoidal_embedding(t, self.time_embedding_dim)], dim=-1)
+        s = self.net(inputs).reshape(x_t.shape)
+        return remove_mean(s) if self.centre else s
+
+
+# ---------------------------------------------------------------------- registry
+_MODEL_CLASSES = {cls.__name__: cls for cls in (EGNNGenerator, EGNNScore, MLPGenerator, MLPScore)}
+
+
+def model_config(model):
+    """The architecture dictionary of a network built by this module (a deep copy)."""
+    if not isinstance(model, _Configurable):
+        raise ValueError(f"{type(model).__name__} is not an openmm_dikl.models network")
+    return model.config
+
+
+def build_model(config):
+    """Build a freshly initialised network from an architecture dictionary.
+
+    Parameters
+    ----------
+    config : dict
+        ``{"class": name, **constructor_arguments}`` as returned by ``model.config``;
+        ``name`` is one of EGNNGenerator, EGNNScore, MLPGenerator, MLPScore.
+
+    Returns
+    -------
+    torch.nn.Module
+        The network (float32 default dtype, CPU); load weights with ``load_state_dict``.
+
+    Raises
+    ------
+    ValueError
+        If the class is missing or unknown.
+    """
+    if not isinstance(config, dict) or "class" not in config:
+        raise ValueError("config must be a dict with a 'class' entry (see model.config)")
+    name = config["class"]
+    if name not in _MODEL_CLASSES:
+        raise ValueError(f"unknown model class {name!r}; known: {', '.join(_MODEL_CLASSES)}")
+    return _MODEL_CLASSES[name].from_config(config)
