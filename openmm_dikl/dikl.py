@@ -1,0 +1,1013 @@
+"""Reverse diffusive KL (DiKL, He et al., AISTATS 2025): posterior sampler, trainer, I/O.
+
+A one-shot generator x = f_θ(z) is trained to minimise Σ_t w(t) KL[p_θ * k_t || p * k_t].
+Its gradient needs two scores of the noised distributions at x_t = α_t f_θ(z) + σ_t ε:
+the model score (a network trained by denoising score matching on generator samples) and
+the target score ∇ log p_t(x_t), estimated by the mixed score identity from samples of
+the posterior p(x | x_t) ∝ exp(−u(x)) N(x_t | α x, σ² I).  The target enters only
+through its reduced energy u and reduced force −∇u (torch twin or live OpenMM forces).
+
+Units: positions in nm, reduced energies u = U/kT (dimensionless), reduced forces in 1/nm.
+
+Files written by :meth:`DiKLTrainer.train` in ``out_dir``: ``checkpoint.pt`` (the latest
+full training state, replaced atomically), ``log.csv`` (one row per iteration),
+``eval.csv`` (one row per evaluation, if an ``eval_fn`` is given) and ``sampler.pt``
+(generator only, see :func:`save_sampler`).
+"""
+import csv
+import dataclasses
+import logging
+import math
+import os
+import secrets
+import tempfile
+import time
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from openmm import unit
+from tqdm.auto import tqdm
+
+from .diffusion import (VPSchedule, dikl_surrogate_loss, dsm_loss, gaussian_noise, level_weights,
+                        mixed_score_identity, model_score, perturb, remove_mean)
+
+__all__ = ["CheckpointError", "EnergyAndForce", "target_energy_and_force", "PosteriorSample",
+           "PosteriorSampler", "DiKLConfig", "DiKLTrainer", "NeuralSampler", "save_sampler",
+           "load_sampler", "BUNDLED_SAMPLERS"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "openmm_dikl.dikl/1"
+#: Systems for which a trained sampler is meant to ship in ``systems/checkpoints/``.
+BUNDLED_SAMPLERS = ("dw4", "lj13", "mw32", "mog40")
+#: Config fields that may change between a checkpoint and a resumed run.
+_RESUMABLE_FIELDS = {"n_iterations", "checkpoint_every", "eval_every", "eval_samples",
+                     "use_bridge"}
+_LOG_COLUMNS = ["iteration", "dsm_loss", "score_gap", "acceptance", "step_size_min",
+                "step_size_max", "ess_fraction", "energy_evaluations", "wall_time_s"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is corrupt, truncated, of the wrong kind or for another system."""
+
+
+# ---------------------------------------------------------------------------- energies
+class EnergyAndForce:
+    """Reduced energy and force of a target as one callable.
+
+    ``energy_and_force(x) -> (u, f)`` with x (B, n, d) in nm, u (B,) dimensionless and
+    f = −∇u (B, n, d) in 1/nm, both float64 and detached.
+
+    Parameters
+    ----------
+    target : TargetSystem or object with ``reduced_energy``
+        The target.  Objects without ``has_torch_twin`` are treated as torch targets.
+    use_bridge : bool
+        Take energies and forces from OpenMM through ``target.bridge()`` even if a torch
+        twin exists.  Targets without a twin always use the bridge.
+    """
+
+    def __init__(self, target, use_bridge=False):
+        self.target = target
+        twin = getattr(target, "has_torch_twin", True)
+        self.uses_bridge = bool(use_bridge or not twin)
+        self._bridge = target.bridge() if self.uses_bridge else None
+
+    def __call__(self, x):
+        x = torch.as_tensor(x).detach().to(torch.float64)
+        if self._bridge is not None:
+            u, f = self._bridge.compute(x)
+            return u.to(torch.float64), f.to(torch.float64)
+        with torch.enable_grad():
+            x = x.clone().requires_grad_(True)
+            u = self.target.reduced_energy(x)
+            (grad,) = torch.autograd.grad(u.sum(), x)
+        return u.detach(), -grad
+
+    def close(self):
+        """Close the OpenMM bridge, if one is open."""
+        if self._bridge is not None:
+            self._bridge.close()
+            self._bridge = None
+
+
+def target_energy_and_force(target, use_bridge=False):
+    """``(u, −∇u)`` callable for ``target``: torch autograd on the twin, or live OpenMM forces.
+
+    See :class:`EnergyAndForce`; call ``.close()`` when done with a bridge-backed one.
+    """
+    return EnergyAndForce(target, use_bridge)
+
+
+# ---------------------------------------------------------------------------- posterior
+@dataclasses.dataclass
+class PosteriorSample:
+    """Output of :meth:`PosteriorSampler.sample`.
+
+    Attributes
+    ----------
+    samples : torch.Tensor, shape=(P, B, n, d), float64
+        Posterior samples in nm (P = ``n_posterior``, or K = ``n_importance`` if not
+        resampled).
+    forces : torch.Tensor, shape=(P, B, n, d), float64
+        Reduced target forces −∇u (1/nm) at the samples.
+    weights : torch.Tensor or None, shape=(P, B)
+        Normalised importance weights (only without resampling).
+    acceptance : torch.Tensor, shape=(B,)
+        Mean MALA acceptance probability per x_t (NaN without MALA steps).
+    step_size : torch.Tensor, shape=(G,)
+        Adapted MALA step sizes (nm²) per group.
+    ess_fraction : torch.Tensor, shape=(B,)
+        Effective sample size of the importance / AIS weights divided by K.
+    """
+
+    samples: torch.Tensor
+    forces: torch.Tensor
+    weights: Optional[torch.Tensor]
+    acceptance: torch.Tensor
+    step_size: torch.Tensor
+    ess_fraction: torch.Tensor
+
+
+class PosteriorSampler:
+    """Samples p(x | x_t) ∝ exp(−u(x)) N(x_t | α x, σ² I) for a batch of x_t.
+
+    Parameters
+    ----------
+    energy_and_force : callable
+        x (B, n, d) nm -> (u (B,), −∇u (B, n, d)), float64 (see :class:`EnergyAndForce`).
+    n_importance : int
+        K proposals per x_t from q(x) = N(x_t/α, (σ/α)² I).
+    n_ais_steps : int
+        Annealed importance sampling steps from q to the posterior (0: plain importance
+        sampling).  Step j targets q(x) exp(−β_j u(x)), β_j = j / n_ais_steps, with one
+        MALA transition.
+    n_mala_steps : int
+        Adaptive MALA steps on the posterior after resampling.
+    n_posterior : int
+        P samples drawn (with replacement) from the K weighted particles per x_t.
+    resample : bool
+        If False, all K particles are kept, moved by MALA (which keeps them properly
+        weighted) and returned with their normalised weights.
+    acceptance_range : (float, float)
+        After every MALA step each group's step size is multiplied by ``adapt_factor`` if
+        its mean acceptance probability is above the range, divided if below.
+    adapt_factor : float
+        > 1.
+    centre : bool
+        Work in the zero-centre-of-mass subspace (translation-invariant targets): the
+        proposal noise and MALA noise are centred, so centred x_t give centred samples.
+
+    Notes
+    -----
+    The proposal q is proportional to the kernel N(x_t | α x, σ² I) as a function of x, so
+    the importance weights are w ∝ exp(−u(x)).  MALA on the posterior uses
+    ∇ log p(x | x_t) = −∇u(x) + α (x_t − α x) / σ² and the proposal
+    x' = x + h ∇ log p + sqrt(2h) ξ with the Metropolis–Hastings correction.  Non-finite
+    energies (particle overlaps) get zero weight and are always rejected.
+    """
+
+    def __init__(self, energy_and_force, n_importance=20, n_ais_steps=0, n_mala_steps=50,
+                 n_posterior=1, resample=True, acceptance_range=(0.5, 0.6), adapt_factor=1.1,
+                 centre=False):
+        for name, value, low in (("n_importance", n_importance, 1),
+                                 ("n_ais_steps", n_ais_steps, 0),
+                                 ("n_mala_steps", n_mala_steps, 0),
+                                 ("n_posterior", n_posterior, 1)):
+            if int(value) != value or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value}")
+        low, high = acceptance_range
+        if not 0.0 < low <= high < 1.0:
+            raise ValueError(f"acceptance_range must satisfy 0 < low <= high < 1, got "
+                             f"{acceptance_range}")
+        if not adapt_factor > 1.0:
+            raise ValueError(f"adapt_factor must be > 1, got {adapt_factor}")
+        self.energy_and_force = energy_and_force
+        self.n_importance = int(n_importance)
+        self.n_ais_steps = int(n_ais_steps)
+        self.n_mala_steps = int(n_mala_steps)
+        self.n_posterior = int(n_posterior)
+        self.resample = bool(resample)
+        self.acceptance_range = (float(low), float(high))
+        self.adapt_factor = float(adapt_factor)
+        self.centre = bool(centre)
+        #: Number of configurations whose energy and force were computed so far.
+        self.n_evaluations = 0
+
+    def _evaluate(self, x):
+        """u, f of x (..., n, d) with non-finite results mapped to u = +inf, f = 0."""
+        flat = x.reshape((-1,) + x.shape[-2:])
+        u, f = self.energy_and_force(flat)
+        self.n_evaluations += flat.shape[0]
+        u = u.reshape(x.shape[:-2]).to(torch.float64)
+        f = f.reshape(x.shape).to(torch.float64)
+        bad = ~(torch.isfinite(u) & torch.isfinite(f).flatten(-2).all(-1))
+        if bad.any():
+            u = torch.where(bad, torch.full_like(u, math.inf), u)
+            f = torch.where(bad[..., None, None], torch.zeros_like(f), f)
+        return u, f
+
+    @staticmethod
+    def _log_density(x, u, f, x_t, alpha, sigma, beta):
+        """log π_β(x) = −β u − |x_t − α x|²/(2σ²) (up to a constant) and its gradient."""
+        resid = x_t - alpha * x
+        log_p = -beta * u - resid.pow(2).sum((-2, -1)) / (2.0 * sigma[..., 0, 0] ** 2)
+        return log_p, beta * f + alpha * resid / sigma**2
+
+    def _mala_step(self, x, u, f, x_t, alpha, sigma, beta, h, generator):
+        """One MALA step on π_β for all chains; h broadcastable to x (nm²)."""
+        log_p, grad = self._log_density(x, u, f, x_t, alpha, sigma, beta)
+        noise = gaussian_noise(x.shape, generator, self.centre)
+        y = x + h * grad + torch.sqrt(2.0 * h) * noise
+        u_y, f_y = self._evaluate(y)
+        log_p_y, grad_y = self._log_density(y, u_y, f_y, x_t, alpha, sigma, beta)
+        log_forward = -noise.pow(2).sum((-2, -1)) / 2.0
+        log_backward = -(x - y - h * grad_y).pow(2).sum((-2, -1)) / (4.0 * h[..., 0, 0])
+        log_ratio = log_p_y - log_p + log_backward - log_forward
+        log_ratio = torch.nan_to_num(log_ratio, nan=-math.inf)
+        prob = torch.exp(torch.clamp(log_ratio, max=0.0))
+        accept = torch.rand(prob.shape, generator=generator, dtype=torch.float64) < prob
+        keep = accept[..., None, None]
+        return (torch.where(keep, y, x), torch.where(accept, u_y, u), torch.where(keep, f_y, f),
+                prob)
+
+    def sample(self, x_t, alpha, sigma, step_size, generator=None, groups=None):
+        """Draw posterior samples for each x_t.
+
+        Parameters
+        ----------
+        x_t : torch.Tensor, shape=(B, n, d)
+            Noisy configurations in nm (centred when ``centre``).
+        alpha, sigma : torch.Tensor, shape=(B,) or float
+            Kernel scale (dimensionless) and noise (nm) of each x_t.
+        step_size : torch.Tensor, shape=(G,) or float
+            MALA step sizes h (nm²) per group; not modified in place.
+        generator : torch.Generator, optional
+        groups : torch.Tensor, shape=(B,), dtype=long, optional
+            Group of each x_t for step-size adaptation (e.g. its noise level); default
+            every x_t is its own group (G = B).
+
+        Returns
+        -------
+        PosteriorSample
+        """
+        x_t = torch.as_tensor(x_t).detach().to(torch.float64)
+        if x_t.dim() != 3:
+            raise ValueError(f"x_t must have shape (B, n, d), got {tuple(x_t.shape)}")
+        n_batch = x_t.shape[0]
+        alpha = torch.as_tensor(alpha, dtype=torch.float64).expand(n_batch).reshape(-1, 1, 1)
+        sigma = torch.as_tensor(sigma, dtype=torch.float64).expand(n_batch).reshape(-1, 1, 1)
+        if not ((alpha > 0).all() and (sigma > 0).all()):
+            raise ValueError("alpha and sigma must be positive")
+        if groups is None:
+            groups = torch.arange(n_batch)
+        groups = torch.as_tensor(groups, dtype=torch.long)
+        step_size = torch.as_tensor(step_size, dtype=torch.float64)
+        if step_size.dim() == 0:
+            step_size = step_size.expand(int(groups.max()) + 1)
+        step_size = step_size.clone()
+        if groups.shape != (n_batch,) or groups.min() < 0 or groups.max() >= len(step_size):
+            raise ValueError(f"groups must be (B,) = ({n_batch},) indices into step_size "
+                             f"(length {len(step_size)})")
+        if not (step_size > 0).all():
+            raise ValueError("MALA step sizes must be positive")
+
+        # Importance proposals from q(x) = N(x_t / α, (σ / α)² I).
+        shape = (self.n_importance,) + tuple(x_t.shape)
+        x = x_t / alpha + (sigma / alpha) * gaussian_noise(shape, generator, self.centre)
+        u, f = self._evaluate(x)
+        log_w = torch.zeros(shape[:2], dtype=torch.float64)
+
+        # AIS from q (β = 0) to the posterior (β = 1); plain IS when n_ais_steps == 0.
+        n_stages = max(self.n_ais_steps, 1)
+        h = step_size[groups].reshape(-1, 1, 1)
+        for j in range(1, n_stages + 1):
+            log_w = log_w - u / n_stages  # u = +inf (overlap) gives weight 0
+            if self.n_ais_steps:
+                x, u, f, _ = self._mala_step(x, u, f, x_t, alpha, sigma, j / n_stages, h,
+                                             generator)
+        dead = torch.isinf(log_w).all(0)
+        if dead.any():
+            logger.debug("%d x_t had no finite-energy proposal", int(dead.sum()))
+            log_w[:, dead] = 0.0
+        weights = torch.softmax(log_w, dim=0)
+        ess_fraction = 1.0 / weights.pow(2).sum(0) / self.n_importance
+
+        if self.resample:
+            index = torch.multinomial(weights.T, self.n_posterior, replacement=True,
+                                      generator=generator).T
+            batch = torch.arange(n_batch).expand_as(index)
+            x, u, f = x[index, batch], u[index, batch], f[index, batch]
+            weights = None
+
+        acceptance = torch.zeros(n_batch, dtype=torch.float64)
+        low, high = self.acceptance_range
+        counts = torch.bincount(groups, minlength=len(step_size)).to(torch.float64)
+        for _ in range(self.n_mala_steps):
+            h = step_size[groups].reshape(-1, 1, 1)
+            x, u, f, prob = self._mala_step(x, u, f, x_t, alpha, sigma, 1.0, h, generator)
+            prob_b = prob.mean(0)
+            acceptance += prob_b
+            group_acc = torch.zeros_like(step_size).index_add_(0, groups, prob_b)
+            group_acc = group_acc / counts.clamp(min=1.0)
+            used = counts > 0
+            step_size = torch.where(used & (group_acc > high), step_size * self.adapt_factor,
+                                    step_size)
+            step_size = torch.where(used & (group_acc < low), step_size / self.adapt_factor,
+                                    step_size)
+        if self.n_mala_steps:
+            acceptance /= self.n_mala_steps
+        else:
+            acceptance.fill_(math.nan)
+        return PosteriorSample(x, f, weights, acceptance, step_size, ess_fraction)
+
+
+# ---------------------------------------------------------------------------- trainer
+@dataclasses.dataclass
+class DiKLConfig:
+    """Settings of a DiKL run (defaults: the paper's DW-4 settings).
+
+    Attributes
+    ----------
+    n_levels, beta_min, beta_max : int, float, float
+        :class:`~openmm_dikl.diffusion.VPSchedule` (T = 30, β 1e-6 → 0.05).
+    batch_size : int
+        Generator samples per generator step (1024).
+    score_batch_size : int or None
+        Samples per score (DSM) step; None = ``batch_size``.
+    lr_generator, lr_score : float
+        Adam learning rates (5e-4, 1e-4).
+    score_steps_per_iter : int
+        DSM steps on fresh generator samples per iteration (100).
+    n_importance, n_ais_steps, n_mala_steps, n_posterior : int
+        Posterior sampler settings (20, 10, 50, 1), see :class:`PosteriorSampler`.
+    mala_init_step : float
+        Initial MALA step size (nm²) at unit posterior width; level t starts at
+        ``mala_init_step · min(1, σ_t² / α_t²)``.  Step sizes are kept per level and
+        adapted across iterations (they are part of the checkpoint).
+    acceptance_range, step_adapt_factor : (float, float), float
+        MALA step adaptation ([0.5, 0.6], ×/÷ 1.1 per step).
+    weighting : {"sigma2", "uniform"}
+        Level weight w(t) of both the DSM loss and the DiKL gradient.
+    parameterization : {"noise", "score"}
+        What the score network outputs (see :mod:`openmm_dikl.diffusion`).
+    centre : bool or None
+        Run the diffusion in the zero-centre-of-mass subspace; None = automatic (yes when
+        n_particles > 1 and the forces sum to zero, i.e. u is translation invariant).
+    grad_clip : float or None
+        Clip the global gradient norm of both networks.
+    n_iterations, checkpoint_every, eval_every, eval_samples : int
+        Default length of :meth:`DiKLTrainer.train`, checkpoint and evaluation periods
+        (0 = never) and the number of samples handed to ``eval_fn``.
+    seed : int
+        Seed of the trainer's torch.Generator (all randomness of a run).
+    use_bridge : bool
+        Use OpenMM forces through the bridge even when a torch twin exists.
+    """
+
+    n_levels: int = 30
+    beta_min: float = 1e-6
+    beta_max: float = 0.05
+    batch_size: int = 1024
+    score_batch_size: Optional[int] = None
+    lr_generator: float = 5e-4
+    lr_score: float = 1e-4
+    score_steps_per_iter: int = 100
+    n_importance: int = 20
+    n_ais_steps: int = 10
+    n_mala_steps: int = 50
+    n_posterior: int = 1
+    mala_init_step: float = 1e-2
+    acceptance_range: Tuple[float, float] = (0.5, 0.6)
+    step_adapt_factor: float = 1.1
+    weighting: str = "sigma2"
+    parameterization: str = "noise"
+    centre: Optional[bool] = None
+    grad_clip: Optional[float] = None
+    n_iterations: int = 2000
+    checkpoint_every: int = 100
+    eval_every: int = 0
+    eval_samples: int = 2000
+    seed: int = 0
+    use_bridge: bool = False
+
+    def __post_init__(self):
+        self.acceptance_range = tuple(float(a) for a in self.acceptance_range)
+        VPSchedule(self.n_levels, self.beta_min, self.beta_max)  # validates the schedule
+        positive = ["batch_size", "n_importance", "n_posterior"]
+        non_negative = ["score_steps_per_iter", "n_ais_steps", "n_mala_steps", "n_iterations",
+                        "checkpoint_every", "eval_every", "eval_samples"]
+        for name in positive + non_negative:
+            value = getattr(self, name)
+            low = 1 if name in positive else 0
+            if isinstance(value, bool) or int(value) != value or value < low:
+                raise ValueError(f"DiKLConfig.{name} must be an integer >= {low}, got {value!r}")
+        if self.score_batch_size is not None and self.score_batch_size < 1:
+            raise ValueError(f"DiKLConfig.score_batch_size must be >= 1, got "
+                             f"{self.score_batch_size}")
+        for name in ("lr_generator", "lr_score", "mala_init_step"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"DiKLConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"DiKLConfig.grad_clip must be positive or None, got {self.grad_clip}")
+        if self.weighting not in ("sigma2", "uniform"):
+            raise ValueError(f"DiKLConfig.weighting must be 'sigma2' or 'uniform', got "
+                             f"{self.weighting!r}")
+        if self.parameterization not in ("noise", "score"):
+            raise ValueError(f"DiKLConfig.parameterization must be 'noise' or 'score', got "
+                             f"{self.parameterization!r}")
+
+    def to_dict(self):
+        """Plain dict of the settings (stored in checkpoints)."""
+        return dataclasses.asdict(self)
+
+
+def _is_translation_invariant(target, energy_and_force):
+    """True if the forces of ``target`` sum to zero at two perturbed configurations."""
+    n, d = target.n_particles, target.spatial_dim
+    if n < 2:
+        return False
+    gen = torch.Generator().manual_seed(12345)
+    start = torch.zeros(n, d, dtype=torch.float64)
+    positions = getattr(target, "positions", None)
+    if positions is not None:
+        start = torch.as_tensor(np.asarray(positions.value_in_unit(unit.nanometer)
+                                           if unit.is_quantity(positions) else positions),
+                                dtype=torch.float64)[:, :d]
+    x = start + 0.1 * torch.randn((2, n, d), generator=gen, dtype=torch.float64)
+    _, f = energy_and_force(x)
+    total = f.sum(-2).abs().sum(-1)
+    return bool((total <= 1e-8 * (f.abs().sum((-2, -1)) + 1.0)).all())
+
+
+def _atomic_save(obj, path):
+    """torch.save to a temporary file in the same folder, fsync, then os.replace."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def _load_file(path, kinds=("trainer", "sampler")):
+    """Load and sanity-check an openmm_dikl checkpoint file (dict) on the CPU."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file {path!r} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for damaged files
+        raise CheckpointError(f"checkpoint file {path!r} is truncated or corrupt "
+                              f"({type(err).__name__}: {err})") from err
+    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"file {path!r} is not an openmm_dikl DiKL checkpoint "
+                              f"(expected format {CHECKPOINT_FORMAT!r})")
+    if obj.get("kind") not in kinds:
+        raise CheckpointError(f"checkpoint file {path!r} holds a {obj.get('kind')!r}, "
+                              f"expected one of {kinds}")
+    return obj
+
+
+def _check_target(obj, path, name, n_particles, spatial_dim):
+    found = (obj.get("target_name"), obj.get("n_particles"), obj.get("spatial_dim"))
+    if found != (name, n_particles, spatial_dim):
+        raise CheckpointError(f"checkpoint file {path!r} is for system {found[0]!r} "
+                              f"({found[1]} particles, {found[2]}-D), not for {name!r} "
+                              f"({n_particles} particles, {spatial_dim}-D)")
+
+
+def _load_state(module, state, what, path):
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as err:
+        raise CheckpointError(f"the {what} in checkpoint file {path!r} does not fit the "
+                              f"model: {err}") from err
+
+
+class DiKLTrainer:
+    """Trains a one-shot generator on a Boltzmann target by reverse diffusive KL.
+
+    Parameters
+    ----------
+    target : TargetSystem or target-like object
+        Needs ``name``, ``n_particles``, ``spatial_dim`` and ``reduced_energy`` (x in nm
+        -> u); ``has_torch_twin``/``bridge()`` choose the force source (see
+        :func:`target_energy_and_force`).
+    generator : torch.nn.Module
+        ``generator.sample(n, generator=torch.Generator) -> (n, n_particles, spatial_dim)``
+        in nm, differentiable w.r.t. its parameters.
+    score_model : torch.nn.Module
+        ``score_model(x_t, t) -> (B, n, d)`` with t float (B,) in (0, 1]; the output is
+        the noise prediction ε̂ (or the score, see ``config.parameterization``).
+    config : DiKLConfig, optional
+    eval_fn : callable, optional
+        ``eval_fn(target, samples) -> dict[str, float]`` run every ``config.eval_every``
+        iterations on ``config.eval_samples`` generator samples (nm, float64), e.g.
+        ``openmm_dikl.metrics.evaluate_samples``.  It draws from its own seeded
+        torch.Generator, so evaluating does not change the training trajectory.
+    energy_and_force : callable, optional
+        Overrides the force source (x (B, n, d) nm -> (u, −∇u), float64).
+
+    Notes
+    -----
+    One iteration (:meth:`step`): ``score_steps_per_iter`` DSM steps on fresh generator
+    samples, then one generator step with the surrogate of
+    :func:`~openmm_dikl.diffusion.dikl_surrogate_loss`: draw x = f_θ(z) and levels t
+    uniformly, x_t = α_t x + σ_t ε, the target score at x_t by the mixed score identity
+    from :class:`PosteriorSampler` samples (target forces enter only there), the model score
+    from the score network.  All randomness comes from one torch.Generator seeded with
+    ``config.seed`` and saved in checkpoints, so a resumed run reproduces an uninterrupted
+    one exactly (CPU, same thread count).
+    """
+
+    def __init__(self, target, generator, score_model, config=None, eval_fn=None,
+                 energy_and_force=None):
+        self.config = config if config is not None else DiKLConfig()
+        if not isinstance(self.config, DiKLConfig):
+            raise TypeError(f"config must be a DiKLConfig, got {type(self.config).__name__}")
+        cfg = self.config
+        for what, model in (("generator", generator), ("score_model", score_model)):
+            shape = (getattr(model, "n_particles", None), getattr(model, "spatial_dim", None))
+            if shape != (None, None) and shape != (target.n_particles, target.spatial_dim):
+                raise ValueError(f"{what} is built for {shape[0]} particles in {shape[1]}-D but "
+                                 f"target {target.name!r} has {target.n_particles} in "
+                                 f"{target.spatial_dim}-D")
+        self.target = target
+        self.generator = generator
+        self.score_model = score_model
+        self.eval_fn = eval_fn
+        self.schedule = VPSchedule(cfg.n_levels, cfg.beta_min, cfg.beta_max)
+        self._owns_forces = energy_and_force is None
+        self.energy_and_force = (target_energy_and_force(target, cfg.use_bridge)
+                                 if energy_and_force is None else energy_and_force)
+        self.centre = (_is_translation_invariant(target, self.energy_and_force)
+                       if cfg.centre is None else bool(cfg.centre))
+        self.posterior = PosteriorSampler(
+            self.energy_and_force, n_importance=cfg.n_importance, n_ais_steps=cfg.n_ais_steps,
+            n_mala_steps=cfg.n_mala_steps, n_posterior=cfg.n_posterior,
+            acceptance_range=cfg.acceptance_range, adapt_factor=cfg.step_adapt_factor,
+            centre=self.centre)
+        self.rng = torch.Generator().manual_seed(int(cfg.seed))
+        self.opt_generator = torch.optim.Adam(generator.parameters(), lr=cfg.lr_generator)
+        self.opt_score = torch.optim.Adam(score_model.parameters(), lr=cfg.lr_score)
+        ratio2 = (self.schedule.sigmas / self.schedule.alphas) ** 2
+        #: MALA step size (nm²) of each noise level, adapted across iterations.
+        self.step_sizes = cfg.mala_init_step * ratio2.clamp(max=1.0)
+        self.iteration = 0
+        self.wall_time = 0.0
+        logger.info("DiKL on %s: centre=%s, force source=%s", target.name, self.centre,
+                    "OpenMM bridge" if getattr(self.energy_and_force, "uses_bridge", False)
+                    else "torch")
+
+    # ------------------------------------------------------------------ one iteration
+    def _draw(self, n):
+        """n generator samples (nm), centred if the run is in the centred subspace."""
+        x = self.generator.sample(n, generator=self.rng)
+        expected = (n, self.target.n_particles, self.target.spatial_dim)
+        if tuple(x.shape) != expected:
+            raise ValueError(f"generator.sample({n}) returned shape {tuple(x.shape)}, "
+                             f"expected {expected}")
+        return remove_mean(x) if self.centre else x
+
+    def _clip(self, module):
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
+
+    def score_step(self):
+        """One DSM step of the score network on fresh generator samples; returns the loss."""
+        cfg = self.config
+        n = cfg.score_batch_size or cfg.batch_size
+        with torch.no_grad():
+            x0 = self._draw(n)
+        t_index = self.schedule.sample_levels(n, self.rng)
+        loss = dsm_loss(self.score_model, x0, self.schedule, t_index, self.rng, self.centre,
+                        cfg.weighting, cfg.parameterization)
+        self.opt_score.zero_grad()
+        loss.backward()
+        self._clip(self.score_model)
+        self.opt_score.step()
+        return float(loss.detach())
+
+    def generator_loss(self):
+        """DiKL surrogate loss of one generator batch (backward gives the DiKL gradient).
+
+        Returns
+        -------
+        loss : torch.Tensor
+            Scalar surrogate, differentiable w.r.t. the generator parameters.
+        stats : dict
+            ``score_gap`` = mean w(t)·|s_model − s_target|² (a Fisher-type estimate of the
+            weighted diffusive divergence), posterior ``acceptance``, ``ess_fraction``.
+        """
+        cfg = self.config
+        x = self._draw(cfg.batch_size)
+        if not x.requires_grad:
+            raise RuntimeError("generator.sample must keep autograd (do not wrap it in "
+                               "torch.no_grad) so DiKL can differentiate x_t")
+        t_index = self.schedule.sample_levels(cfg.batch_size, self.rng)
+        x_t, _ = perturb(x, self.schedule, t_index, self.rng, self.centre)
+        alpha, sigma = self.schedule.alpha(t_index), self.schedule.sigma(t_index)
+        post = self.posterior.sample(x_t.detach(), alpha, sigma, self.step_sizes, self.rng,
+                                     groups=t_index)
+        self.step_sizes = post.step_size
+        x_t64 = x_t.detach().to(torch.float64)
+        s_target = mixed_score_identity(x_t64, post.samples, post.forces, alpha, sigma,
+                                        post.weights)
+        with torch.no_grad():
+            s_model = model_score(self.score_model, x_t.detach(), t_index, self.schedule,
+                                  cfg.parameterization).to(torch.float64)
+        weights = level_weights(self.schedule, t_index, cfg.weighting)
+        loss = dikl_surrogate_loss(x_t, s_model, s_target, weights)
+        gap = (weights * (s_model - s_target).pow(2).flatten(1).sum(1)).mean()
+        stats = {"score_gap": float(gap), "acceptance": float(post.acceptance.mean()),
+                 "ess_fraction": float(post.ess_fraction.mean())}
+        return loss, stats
+
+    def step(self):
+        """One DiKL iteration (score steps, then a generator step); returns its log row."""
+        start = time.perf_counter()
+        evaluations = self.posterior.n_evaluations
+        dsm = [self.score_step() for _ in range(self.config.score_steps_per_iter)]
+        loss, stats = self.generator_loss()
+        self.opt_generator.zero_grad()
+        loss.backward()
+        self._clip(self.generator)
+        self.opt_generator.step()
+        self.iteration += 1
+        self.wall_time += time.perf_counter() - start
+        row = {"iteration": self.iteration,
+               "dsm_loss": float(np.mean(dsm)) if dsm else math.nan,
+               "score_gap": stats["score_gap"], "acceptance": stats["acceptance"],
+               "step_size_min": float(self.step_sizes.min()),
+               "step_size_max": float(self.step_sizes.max()),
+               "ess_fraction": stats["ess_fraction"],
+               "energy_evaluations": self.posterior.n_evaluations - evaluations,
+               "wall_time_s": self.wall_time}
+        return row
+
+    def evaluate(self):
+        """``eval_fn`` on ``eval_samples`` generator samples (its own seeded RNG).
+
+        Returns the scalar entries of its result as a dict of floats (lists are dropped).
+        """
+        if self.eval_fn is None:
+            return {}
+        gen = torch.Generator().manual_seed(int(self.config.seed) * 1_000_003 + self.iteration)
+        with torch.no_grad():
+            x = self.generator.sample(self.config.eval_samples, generator=gen)
+            x = (remove_mean(x) if self.centre else x).to(torch.float64)
+        metrics = self.eval_fn(self.target, x)
+        return {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self):
+        """Everything needed to continue the run bit for bit (a plain dict)."""
+        return {"format": CHECKPOINT_FORMAT, "kind": "trainer",
+                "target_name": self.target.name, "n_particles": self.target.n_particles,
+                "spatial_dim": self.target.spatial_dim, "iteration": self.iteration,
+                "wall_time": self.wall_time, "config": self.config.to_dict(),
+                "centre": self.centre,
+                "generator_config": getattr(self.generator, "config", None),
+                "score_config": getattr(self.score_model, "config", None),
+                "generator_state": self.generator.state_dict(),
+                "score_state": self.score_model.state_dict(),
+                "opt_generator_state": self.opt_generator.state_dict(),
+                "opt_score_state": self.opt_score.state_dict(),
+                "rng_state": self.rng.get_state(), "step_sizes": self.step_sizes.clone()}
+
+    def save_checkpoint(self, path):
+        """Write the training state to ``path`` atomically (temp file, fsync, os.replace)."""
+        _atomic_save(self.state_dict(), path)
+
+    def load_checkpoint(self, path):
+        """Restore the training state from ``path``.
+
+        Raises
+        ------
+        FileNotFoundError
+            If the file does not exist.
+        CheckpointError
+            If it is truncated/corrupt, not a trainer checkpoint, for another system, or
+            written with different training settings or architectures.
+        """
+        obj = _load_file(path, kinds=("trainer",))
+        _check_target(obj, path, self.target.name, self.target.n_particles,
+                      self.target.spatial_dim)
+        mine, theirs = self.config.to_dict(), dict(obj["config"])
+        theirs["acceptance_range"] = tuple(theirs["acceptance_range"])
+        changed = sorted(k for k in mine if k not in _RESUMABLE_FIELDS
+                         and mine[k] != theirs.get(k))
+        if changed:
+            raise CheckpointError(f"checkpoint file {path!r} was written with different "
+                                  "settings: " + ", ".join(f"{k}={theirs.get(k)!r} (now "
+                                                           f"{mine[k]!r})" for k in changed))
+        for what, model in (("generator", self.generator), ("score", self.score_model)):
+            config = getattr(model, "config", None)
+            if config is not None and obj[f"{what}_config"] not in (None, config):
+                raise CheckpointError(f"checkpoint file {path!r} holds a {what} built with "
+                                      f"{obj[f'{what}_config']}, not {config}")
+        _load_state(self.generator, obj["generator_state"], "generator", path)
+        _load_state(self.score_model, obj["score_state"], "score network", path)
+        _load_state(self.opt_generator, obj["opt_generator_state"], "generator optimiser", path)
+        _load_state(self.opt_score, obj["opt_score_state"], "score optimiser", path)
+        self.rng.set_state(obj["rng_state"])
+        self.step_sizes = obj["step_sizes"].to(torch.float64).clone()
+        self.iteration = int(obj["iteration"])
+        self.wall_time = float(obj["wall_time"])
+        self.centre = bool(obj["centre"])
+        self.posterior.centre = self.centre
+
+    # ------------------------------------------------------------------ training loop
+    def train(self, n_iterations=None, out_dir=None, resume=False, progress=True):
+        """Train until ``n_iterations`` iterations in total have been done.
+
+        Parameters
+        ----------
+        n_iterations : int, optional
+            Total iteration count to reach (default ``config.n_iterations``); a resumed run
+            continues from the checkpoint's iteration up to this number.
+        out_dir : str or os.PathLike, optional
+            Folder for ``checkpoint.pt``, ``log.csv``, ``eval.csv`` and ``sampler.pt``
+            (created if missing).  Without it nothing is written.
+        resume : bool
+            Continue from ``out_dir/checkpoint.pt``; log rows after the checkpoint's
+            iteration (from an interrupted run) are dropped.
+        progress : bool
+            Show a tqdm progress bar.
+
+        Returns
+        -------
+        list of dict
+            The log rows of the iterations run by this call.
+
+        Raises
+        ------
+        FileNotFoundError
+            ``resume=True`` without an existing ``out_dir/checkpoint.pt``.
+        CheckpointError
+            The checkpoint is corrupt or does not belong to this target / these settings.
+        """
+        total = self.config.n_iterations if n_iterations is None else int(n_iterations)
+        if resume and out_dir is None:
+            raise ValueError("resume=True needs out_dir (where checkpoint.pt lives)")
+        paths = None
+        if out_dir is not None:
+            os.makedirs(out_dir, exist_ok=True)
+            paths = {name: os.path.join(out_dir, f"{name}.{ext}") for name, ext in
+                     (("checkpoint", "pt"), ("log", "csv"), ("eval", "csv"),
+                      ("sampler", "pt"))}
+            if resume:
+                self.load_checkpoint(paths["checkpoint"])
+                logger.info("resumed %s at iteration %d", paths["checkpoint"], self.iteration)
+            for key in ("log", "eval"):
+                _truncate_csv(paths[key], self.iteration if resume else 0)
+        cfg = self.config
+        rows = []
+        bar = tqdm(total=total, initial=min(self.iteration, total), disable=not progress,
+                   desc=f"DiKL {self.target.name}")
+        try:
+            while self.iteration < total:
+                row = self.step()
+                rows.append(row)
+                if paths:
+                    _append_csv(paths["log"], _LOG_COLUMNS, row)
+                if cfg.eval_every and self.iteration % cfg.eval_every == 0 and self.eval_fn:
+                    metrics = self.evaluate()
+                    if paths:
+                        _append_csv(paths["eval"], ["iteration"] + sorted(metrics),
+                                    {"iteration": self.iteration, **metrics})
+                    row.update(metrics)
+                if paths and cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0:
+                    self.save_checkpoint(paths["checkpoint"])
+                bar.update(1)
+                bar.set_postfix(gap=f"{row['score_gap']:.3g}", acc=f"{row['acceptance']:.2f}")
+        finally:
+            bar.close()
+        if paths:
+            self.save_checkpoint(paths["checkpoint"])
+            if getattr(self.generator, "config", None) is not None:
+                save_sampler(paths["sampler"], self.target.name, self.generator,
+                             {"iteration": self.iteration, "config": cfg.to_dict()},
+                             centre=self.centre)
+        return rows
+
+    def close(self):
+        """Release the force source (closes an OpenMM bridge the trainer opened)."""
+        if self._owns_forces and hasattr(self.energy_and_force, "close"):
+            self.energy_and_force.close()
+
+
+def _truncate_csv(path, last_iteration):
+    """Keep the header and the rows with iteration <= last_iteration (0: remove the file)."""
+    if not os.path.exists(path):
+        return
+    if last_iteration <= 0:
+        os.remove(path)
+        return
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields = reader.fieldnames
+        kept = [r for r in reader if int(float(r["iteration"])) <= last_iteration]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept)
+
+
+def _append_csv(path, columns, row):
+    """Append ``row`` to a CSV file, writing the header first if the file is new."""
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+# ---------------------------------------------------------------------------- samplers
+class NeuralSampler:
+    """A trained one-shot generator: ``sample(n)`` costs one network call per batch.
+
+    Parameters
+    ----------
+    generator : torch.nn.Module
+        With ``sample(n, generator=torch.Generator)`` -> (n, n_particles, spatial_dim), nm.
+    target_name : str
+        Name of the system it was trained on.
+    metadata : dict, optional
+    centre : bool
+        Remove the centre of mass of the samples (runs in the centred subspace).
+    source : str, optional
+        File it was loaded from.
+    """
+
+    def __init__(self, generator, target_name, metadata=None, centre=False, source=None):
+        self.generator = generator.eval()
+        self.target_name = target_name
+        self.metadata = dict(metadata or {})
+        self.centre = bool(centre)
+        self.source = source
+        self.n_particles = generator.n_particles
+        self.spatial_dim = generator.spatial_dim
+
+    def __repr__(self):
+        return (f"NeuralSampler({self.target_name!r}, n_particles={self.n_particles}, "
+                f"spatial_dim={self.spatial_dim}, source={self.source!r})")
+
+    def sample(self, n, seed=None, batch_size=10000):
+        """Draw ``n`` configurations.
+
+        Parameters
+        ----------
+        n : int
+            Number of samples (≥ 1).
+        seed : int, optional
+            Seed of the torch.Generator used (None: fresh entropy); the global RNG is
+            never used.
+        batch_size : int
+            Samples per generator call.
+
+        Returns
+        -------
+        torch.Tensor, shape=(n, n_particles, spatial_dim), dtype=float64
+            Positions in nm.
+        """
+        if int(n) != n or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n}")
+        gen = torch.Generator().manual_seed(secrets.randbits(62) if seed is None else int(seed))
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, int(n), int(batch_size)):
+                m = min(int(batch_size), int(n) - start)
+                x = self.generator.sample(m, generator=gen).to(torch.float64)
+                chunks.append(remove_mean(x) if self.centre else x)
+        return torch.cat(chunks)
+
+    def to_mdtraj(self, n, seed=None):
+        """``n`` samples as an :class:`mdtraj.Trajectory` of the bundled system (nm).
+
+        Raises
+        ------
+        ValueError
+            If ``target_name`` is not a bundled system (no topology is known).
+        """
+        from . import systems
+        try:
+            target = systems.get(self.target_name)
+        except KeyError as err:
+            raise ValueError(f"sampler was trained on {self.target_name!r}, which is not a "
+                             f"bundled system; use sample() and your own topology") from err
+        return target.to_mdtraj(self.sample(n, seed).numpy())
+
+
+def save_sampler(path, target_name, generator, metadata=None, centre=False):
+    """Write a small generator-only file that :func:`load_sampler` reads.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination (written atomically).
+    target_name : str
+        System the generator samples.
+    generator : torch.nn.Module
+        Needs ``config`` (a dict accepted by ``openmm_dikl.models.build_model``),
+        ``n_particles`` and ``spatial_dim``.
+    metadata : dict, optional
+        Plain Python values (numbers, strings, lists, dicts) to keep with the model.
+    centre : bool
+        Whether samples are to be centred on their centre of mass.
+
+    Raises
+    ------
+    ValueError
+        If the generator has no ``config`` to rebuild it from.
+    """
+    config = getattr(generator, "config", None)
+    if config is None:
+        raise ValueError("generator has no `config` dict, so load_sampler could not rebuild "
+                         "it; build it with openmm_dikl.models")
+    _atomic_save({"format": CHECKPOINT_FORMAT, "kind": "sampler", "target_name": target_name,
+                  "n_particles": generator.n_particles, "spatial_dim": generator.spatial_dim,
+                  "generator_config": config, "generator_state": generator.state_dict(),
+                  "metadata": dict(metadata or {}), "centre": bool(centre)}, os.fspath(path))
+
+
+def load_sampler(name_or_path, target=None):
+    """Load a trained generator as a :class:`NeuralSampler`.
+
+    Parameters
+    ----------
+    name_or_path : str or os.PathLike
+        A bundled name (``"dw4"``, ``"lj13"``, ``"mw32"``, ``"mog40"``: the file
+        ``systems/checkpoints/<name>.pt``) or the path of a file written by
+        :func:`save_sampler` or :meth:`DiKLTrainer.save_checkpoint`.
+    target : str or TargetSystem, optional
+        If given, the checkpoint must have been trained on this system.
+
+    Returns
+    -------
+    NeuralSampler
+
+    Raises
+    ------
+    FileNotFoundError
+        Unknown name, missing file, or a bundled checkpoint that is not shipped.
+    CheckpointError
+        Corrupt/truncated file, a file that is not a DiKL checkpoint, weights that do not
+        fit the stored architecture, or a checkpoint for another system than ``target``.
+    """
+    name_or_path = os.fspath(name_or_path)
+    if name_or_path in BUNDLED_SAMPLERS and not os.path.exists(name_or_path):
+        from .systems import shipped_path
+        try:
+            path = shipped_path(f"checkpoints/{name_or_path}.pt")
+        except FileNotFoundError as err:
+            raise FileNotFoundError(
+                f"no trained sampler is bundled for {name_or_path!r}: "
+                f"systems/checkpoints/{name_or_path}.pt is missing from this installation "
+                f"(train one with DiKLTrainer and pass its path)") from err
+    elif os.path.exists(name_or_path):
+        path = name_or_path
+    else:
+        raise FileNotFoundError(f"{name_or_path!r} is neither a bundled sampler "
+                                f"({', '.join(BUNDLED_SAMPLERS)}) nor an existing checkpoint file")
+    obj = _load_file(path)
+    if target is not None:
+        name = target if isinstance(target, str) else target.name
+        if obj.get("target_name") != name:
+            raise CheckpointError(f"checkpoint file {path!r} is for system "
+                                  f"{obj.get('target_name')!r}, not {name!r}")
+    if obj.get("generator_config") is None:
+        raise CheckpointError(f"checkpoint file {path!r} has no generator config, so the "
+                              "generator cannot be rebuilt")
+    from .models import build_model
+    try:
+        generator = build_model(obj["generator_config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint file {path!r} holds a generator config that "
+                              f"openmm_dikl.models cannot build: {err}") from err
+    _load_state(generator, obj["generator_state"], "generator", path)
+    if (generator.n_particles, generator.spatial_dim) != (obj["n_particles"], obj["spatial_dim"]):
+        raise CheckpointError(f"checkpoint file {path!r}: the generator shape does not match "
+                              f"the stored system shape")
+    metadata = obj.get("metadata") or {"iteration": obj.get("iteration")}
+    return NeuralSampler(generator, obj["target_name"], metadata, obj.get("centre", False),
+                         source=path)

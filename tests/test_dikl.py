@@ -1,0 +1,336 @@
+"""DiKL: posterior sampler, mode covering, OpenMM vs torch forces, checkpoints, samplers."""
+import csv
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from openmm_dikl import systems
+from openmm_dikl.diffusion import mixed_score_identity, remove_mean
+from openmm_dikl.dikl import (CheckpointError, DiKLConfig, DiKLTrainer, PosteriorSampler,
+                              load_sampler, save_sampler, target_energy_and_force)
+from openmm_dikl.models import EGNNGenerator, EGNNScore, MLPGenerator, MLPScore
+
+from test_diffusion import MIX, mixture_force, mixture_posterior
+
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def dw4():
+    return systems.get("dw4")
+
+
+def mixture_energy_and_force(x):
+    """u and −∇u of the 1-D mixture MIX for x (B, 1, 1)."""
+    xx = x[..., 0, 0]
+    means, stds, weights = MIX["means"], MIX["stds"], MIX["weights"]
+    log_c = torch.log(weights) - torch.log(stds) - (xx[..., None] - means) ** 2 / (2 * stds**2)
+    return -torch.logsumexp(log_c, -1), mixture_force(xx)[..., None, None]
+
+
+# ---------------------------------------------------------------------- posterior sampler
+@pytest.mark.parametrize("alpha", [0.95, 0.6, 0.2])
+def test_posterior_sampler_msi_matches_mixture_score(alpha):
+    """IS + AIS + MALA posterior samples give the exact noisy score within MC error."""
+    sigma = math.sqrt(1 - alpha**2)
+    points = torch.tensor([-1.9, -0.5, 0.0, 0.4, 1.4], dtype=F64) * max(alpha, 0.5)
+    exact = mixture_posterior(points, alpha, sigma, **MIX)[0]
+    repeats = 2000
+    x_t = points.repeat_interleave(repeats)[:, None, None]
+    groups = torch.arange(5).repeat_interleave(repeats)
+    sampler = PosteriorSampler(mixture_energy_and_force, n_importance=20, n_ais_steps=3,
+                               n_mala_steps=20)
+    out = sampler.sample(x_t, alpha, sigma, torch.full((5,), 0.01),
+                         torch.Generator().manual_seed(0), groups)
+    assert out.samples.shape == (1, 5 * repeats, 1, 1) and out.weights is None
+    msi = mixed_score_identity(x_t, out.samples, out.forces, alpha, sigma)[:, 0, 0]
+    per_point = msi.reshape(5, repeats)
+    se = per_point.std(1) / math.sqrt(repeats)
+    assert ((per_point.mean(1) - exact).abs() < 5 * se).all(), (per_point.mean(1), exact, se)
+    assert sampler.n_evaluations == 5 * repeats * (20 + 20 * 3 + 20)
+    assert out.step_size.shape == (5,) and (out.step_size > 0.01).all()
+
+
+def test_posterior_sampler_weights_and_adaptation():
+    """Without resampling the K weighted particles are returned; step sizes adapt to [0.5, 0.6]."""
+    alpha, sigma = 0.8, 0.6
+    x_t = torch.tensor([-1.0, 0.5, 1.2], dtype=F64).repeat(200)[:, None, None]
+    sampler = PosteriorSampler(mixture_energy_and_force, n_importance=8, n_mala_steps=150,
+                               resample=False)
+    out = sampler.sample(x_t, alpha, sigma, 1e-4, torch.Generator().manual_seed(1),
+                         groups=torch.zeros(600, dtype=torch.long))
+    assert out.samples.shape == (8, 600, 1, 1) and out.weights.shape == (8, 600)
+    assert torch.allclose(out.weights.sum(0), torch.ones(600, dtype=F64))
+    assert out.step_size.shape == (1,)
+    # adapted from 1e-4: the last steps run at an acceptance inside (or next to) the band
+    last = sampler.sample(x_t, alpha, sigma, out.step_size, torch.Generator().manual_seed(2),
+                          groups=torch.zeros(600, dtype=torch.long))
+    assert 0.45 < float(last.acceptance.mean()) < 0.65
+    exact = mixture_posterior(x_t[:3, 0, 0], alpha, sigma, **MIX)[0]
+    msi = mixed_score_identity(x_t, out.samples, out.forces, alpha, sigma, out.weights)
+    assert torch.allclose(msi[:, 0, 0].reshape(200, 3).mean(0), exact, atol=0.05)
+
+
+def test_posterior_sampler_centred_and_validation(dw4):
+    forces = target_energy_and_force(dw4)
+    x_t = torch.as_tensor(dw4.reference_samples(6)) * 0.9
+    x_t = x_t - x_t.mean(1, keepdim=True)
+    sampler = PosteriorSampler(forces, n_importance=4, n_ais_steps=2, n_mala_steps=5, centre=True)
+    out = sampler.sample(x_t, 0.9, math.sqrt(0.19), 0.01, torch.Generator().manual_seed(0))
+    assert out.samples.sum(-2).abs().max() < 1e-10
+    with pytest.raises(ValueError, match="n_importance"):
+        PosteriorSampler(forces, n_importance=0)
+    with pytest.raises(ValueError, match="acceptance_range"):
+        PosteriorSampler(forces, acceptance_range=(0.7, 0.5))
+    with pytest.raises(ValueError, match="groups"):
+        sampler.sample(x_t, 0.9, 0.4, torch.ones(2), groups=torch.arange(6))
+
+
+# ---------------------------------------------------------------------- mode covering
+class TwoModes:
+    """p(x) = ½ N(−3, 0.5²) + ½ N(3, 0.5²) in 1-D (one particle), a torch-only target."""
+
+    name = "two_modes_1d"
+    n_particles = 1
+    spatial_dim = 1
+    has_torch_twin = True
+
+    def reduced_energy(self, x):
+        x = torch.as_tensor(x, dtype=F64)[..., 0, 0]
+        means = torch.tensor([-3.0, 3.0], dtype=F64)
+        return -torch.logsumexp(-(x[..., None] - means) ** 2 / 0.5, -1)
+
+
+class ShiftedGenerator(nn.Module):
+    """x = shift + 0.3 · MLP(z): starts inside the left mode only."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = MLPGenerator(1, 1, hidden=32, n_layers=2)
+        self.shift = nn.Parameter(torch.tensor(-3.0))
+        self.n_particles, self.spatial_dim = 1, 1
+
+    def sample(self, n, generator=None):
+        return self.shift + 0.3 * self.net.sample(n, generator)
+
+
+def train_two_modes(n_levels, beta_min, beta_max, iterations):
+    torch.manual_seed(0)  # network initialisation only; training uses the trainer's generator
+    generator, score = ShiftedGenerator(), MLPScore(1, 1, hidden=64, n_layers=2)
+    config = DiKLConfig(n_levels=n_levels, beta_min=beta_min, beta_max=beta_max, batch_size=256,
+                        lr_generator=3e-3, lr_score=3e-3, score_steps_per_iter=10,
+                        n_importance=20, n_ais_steps=0, n_mala_steps=10, seed=0)
+    trainer = DiKLTrainer(TwoModes(), generator, score, config)
+    assert trainer.centre is False
+    trainer.train(iterations, progress=False)
+    with torch.no_grad():
+        return generator.sample(4000, torch.Generator().manual_seed(1))[:, 0, 0]
+
+
+def test_dikl_covers_both_modes_where_single_small_level_collapses():
+    """Many noise levels (α down to 0.21) find the second mode; one tiny level (≈ reverse
+    KL) cannot."""
+    covering = train_two_modes(10, 1e-3, 0.5, iterations=350)
+    right = float((covering > 0).double().mean())
+    near_a_mode = float(((covering.abs() - 3).abs() < 1.5).double().mean())
+    assert 0.3 < right < 0.7, right
+    # the target has 0.997 of its mass there, one wide Gaussian over both modes about 0.5
+    assert near_a_mode > 0.8, near_a_mode
+
+    seeking = train_two_modes(1, 1e-3, 0.5, iterations=200)  # single level: σ = 0.03
+    assert float((seeking > 0).double().mean()) < 0.01
+    assert abs(float(seeking.mean()) + 3) < 0.2 and 0.35 < float(seeking.std()) < 0.65
+
+
+class CentredHarmonic:
+    """u = 2 Σ_i |x_i − x̄|² for 3 particles in 2-D: translation invariant, Gaussian in the
+    centred subspace with E Σ_i |x_i − x̄|² = (n − 1) d / 4 = 1 nm²."""
+
+    name = "centred_harmonic"
+    n_particles = 3
+    spatial_dim = 2
+
+    def reduced_energy(self, x):
+        return 2.0 * remove_mean(torch.as_tensor(x, dtype=F64)).pow(2).sum((-2, -1))
+
+
+class LinearCentredGenerator(nn.Module):
+    """x = centre(A z): can represent the centred Gaussian exactly; starts 5× too narrow."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(0.2 * torch.eye(6))
+        self.n_particles, self.spatial_dim = 3, 2
+
+    def sample(self, n, generator=None):
+        z = torch.randn(n, 6, generator=generator)
+        return remove_mean((z @ self.weight.T).reshape(n, 3, 2))
+
+
+def test_centred_dikl_fits_translation_invariant_gaussian():
+    """End to end in the zero-centre-of-mass subspace (auto-detected from the forces)."""
+    torch.manual_seed(0)
+    generator = LinearCentredGenerator()
+    score = MLPScore(3, 2, hidden=64, n_layers=2, centre=True)
+    config = DiKLConfig(n_levels=10, beta_min=1e-3, beta_max=0.3, batch_size=256,
+                        lr_generator=5e-3, lr_score=3e-3, score_steps_per_iter=10,
+                        n_importance=10, n_ais_steps=0, n_mala_steps=10, seed=0)
+    trainer = DiKLTrainer(CentredHarmonic(), generator, score, config)
+    assert trainer.centre is True
+    trainer.train(200, progress=False)
+    with torch.no_grad():
+        x = generator.sample(20000, torch.Generator().manual_seed(1))
+    second_moment = float(x.pow(2).sum((1, 2)).mean())  # starts at 0.16
+    assert 0.85 < second_moment < 1.15, second_moment
+
+
+# ---------------------------------------------------------------------- DW-4 trainers
+def small_dw4_config(**changes):
+    settings = dict(batch_size=32, score_batch_size=32, score_steps_per_iter=2, n_importance=4,
+                    n_ais_steps=2, n_mala_steps=3, lr_generator=1e-3, lr_score=1e-3, seed=7,
+                    checkpoint_every=2)
+    settings.update(changes)
+    return DiKLConfig(**settings)
+
+
+def dw4_models(seed=0):
+    torch.manual_seed(seed)
+    return (EGNNGenerator(4, 2, n_layers=2, hidden=16), EGNNScore(4, 2, n_layers=2, hidden=16))
+
+
+def test_bridge_and_twin_give_the_same_generator_gradient(dw4):
+    grads = {}
+    for use_bridge in (False, True):
+        generator, score = dw4_models()
+        trainer = DiKLTrainer(dw4, generator, score, small_dw4_config(use_bridge=use_bridge))
+        assert trainer.centre is True
+        assert trainer.energy_and_force.uses_bridge is use_bridge
+        loss, stats = trainer.generator_loss()
+        loss.backward()
+        grads[use_bridge] = torch.cat([p.grad.flatten() for p in generator.parameters()])
+        trainer.close()
+    twin, bridge = grads[False], grads[True]
+    assert twin.abs().max() > 0
+    assert torch.allclose(bridge, twin, rtol=1e-6, atol=1e-6 * float(twin.abs().max()))
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(dw4, tmp_path):
+    generator, score = dw4_models()
+    full = DiKLTrainer(dw4, generator, score, small_dw4_config())
+    full.train(4, out_dir=tmp_path / "full", progress=False)
+    reference = full.state_dict()
+
+    calls = []
+
+    def crash_at_three(target, samples):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Interrupt
+        return {"mean_energy": float(target.reduced_energy(samples).mean())}
+
+    generator, score = dw4_models()
+    first = DiKLTrainer(dw4, generator, score, small_dw4_config(eval_every=1),
+                        eval_fn=crash_at_three)
+    with pytest.raises(Interrupt):
+        first.train(4, out_dir=tmp_path / "run", progress=False)  # dies in iteration 3
+    with open(tmp_path / "run" / "log.csv") as handle:
+        assert [r["iteration"] for r in csv.DictReader(handle)] == ["1", "2", "3"]
+
+    generator, score = dw4_models(seed=123)  # different init: everything comes from the file
+    resumed = DiKLTrainer(dw4, generator, score, small_dw4_config())
+    resumed.train(4, out_dir=tmp_path / "run", resume=True, progress=False)
+    state = resumed.state_dict()
+    assert state["iteration"] == 4
+    for key in ("generator_state", "score_state"):
+        for name, value in reference[key].items():
+            assert torch.equal(state[key][name], value), (key, name)
+    assert torch.equal(state["step_sizes"], reference["step_sizes"])
+    assert torch.equal(state["rng_state"], reference["rng_state"])
+    with open(tmp_path / "run" / "log.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["iteration"] for r in rows] == ["1", "2", "3", "4"]
+    with open(tmp_path / "full" / "log.csv") as handle:
+        full_rows = list(csv.DictReader(handle))
+    assert [r["score_gap"] for r in rows] == [r["score_gap"] for r in full_rows]
+    with open(tmp_path / "run" / "eval.csv") as handle:
+        assert [r["iteration"] for r in csv.DictReader(handle)] == ["1", "2"]
+
+    sampler = load_sampler(tmp_path / "run" / "sampler.pt", target="dw4")
+    x = sampler.sample(5, seed=3)
+    assert x.shape == (5, 4, 2) and x.dtype == F64
+    assert torch.equal(x, sampler.sample(5, seed=3))
+    assert sampler.to_mdtraj(3, seed=0).n_frames == 3
+
+
+def test_checkpoint_errors(dw4, tmp_path):
+    generator, score = dw4_models()
+    trainer = DiKLTrainer(dw4, generator, score, small_dw4_config())
+    path = tmp_path / "checkpoint.pt"
+    trainer.save_checkpoint(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left
+
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated.pt.*truncated or corrupt"):
+        trainer.load_checkpoint(truncated)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="garbage.pt.*truncated or corrupt"):
+        load_sampler(garbage)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        trainer.load_checkpoint(tmp_path / "missing.pt")
+
+    other = systems.get("mw32")
+    mw_trainer = DiKLTrainer(other, MLPGenerator(16, 2, hidden=8, n_layers=1),
+                             MLPScore(16, 2, hidden=8, n_layers=1), small_dw4_config())
+    with pytest.raises(CheckpointError, match="is for system 'dw4'.*not for 'mw32'"):
+        mw_trainer.load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="is for system 'dw4', not 'mw32'"):
+        load_sampler(path, target=other)
+    changed = DiKLTrainer(dw4, *dw4_models(), small_dw4_config(lr_generator=5e-4))
+    with pytest.raises(CheckpointError, match="different settings: lr_generator"):
+        changed.load_checkpoint(path)
+    with pytest.raises(FileNotFoundError, match="checkpoint.pt"):
+        trainer.train(3, out_dir=tmp_path / "empty", resume=True, progress=False)
+
+
+def test_load_sampler_bundled_missing_and_round_trip(tmp_path):
+    with pytest.raises(FileNotFoundError, match="systems/checkpoints/lj13.pt is missing"):
+        load_sampler("lj13")
+    with pytest.raises(FileNotFoundError, match="neither a bundled sampler"):
+        load_sampler("lj99")
+    generator = MLPGenerator(1, 2, hidden=8, n_layers=1)
+    path = tmp_path / "mog.pt"
+    save_sampler(path, "mog40", generator, {"note": "untrained"})
+    sampler = load_sampler(path)
+    assert sampler.target_name == "mog40" and sampler.metadata == {"note": "untrained"}
+    with torch.no_grad():
+        direct = generator.sample(4, torch.Generator().manual_seed(9)).to(F64)
+    assert torch.equal(sampler.sample(4, seed=9), direct)
+    with pytest.raises(ValueError, match="config"):
+        save_sampler(path, "mog40", ShiftedGenerator())
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="batch_size"):
+        DiKLConfig(batch_size=0)
+    with pytest.raises(ValueError, match="beta_min"):
+        DiKLConfig(beta_min=0.1, beta_max=0.05)
+    with pytest.raises(ValueError, match="weighting"):
+        DiKLConfig(weighting="snr")
+    with pytest.raises(ValueError, match="has 4 in 2-D"):
+        DiKLTrainer(systems.get("dw4"), MLPGenerator(1, 2), MLPScore(4, 2), DiKLConfig())
