@@ -15,13 +15,15 @@ Conventions
   the default).  ``parameterization="score"`` takes the output as the score itself.
 * Translation-invariant targets (DW-4, LJ) live in the zero-centre-of-mass subspace:
   with ``centre=True`` the data, the noise and hence x_t are centred
-  (:func:`remove_mean`), so the whole diffusion runs on that subspace.
+  (:func:`openmm_dikl.models.remove_mean`), so the whole diffusion runs on that subspace.
 """
 import torch
 
-__all__ = ["VPSchedule", "remove_mean", "gaussian_noise", "perturb", "level_weights",
-           "model_score", "dsm_loss", "mixed_score_identity", "denoising_score_identity",
-           "target_score_identity", "dikl_surrogate_loss"]
+from .models import remove_mean
+
+__all__ = ["VPSchedule", "gaussian_noise", "perturb", "level_weights", "model_score", "dsm_loss",
+           "mixed_score_identity", "denoising_score_identity", "target_score_identity",
+           "dikl_surrogate_loss"]
 
 WEIGHTINGS = ("sigma2", "uniform")
 PARAMETERIZATIONS = ("noise", "score")
@@ -99,11 +101,6 @@ class VPSchedule:
     def sample_levels(self, n, generator=None):
         """``n`` levels drawn uniformly from {0, …, T−1}, long tensor of shape (n,)."""
         return torch.randint(0, self.n_levels, (int(n),), generator=generator)
-
-
-def remove_mean(x):
-    """Subtract the centre of mass (unit masses) over the particle axis of x (..., n, d)."""
-    return x - x.mean(dim=-2, keepdim=True)
 
 
 def gaussian_noise(shape, generator=None, centre=False, dtype=torch.float64):

@@ -30,7 +30,8 @@ from openmm import unit
 from tqdm.auto import tqdm
 
 from .diffusion import (VPSchedule, dikl_surrogate_loss, dsm_loss, gaussian_noise, level_weights,
-                        mixed_score_identity, model_score, perturb, remove_mean)
+                        mixed_score_identity, model_score, perturb)
+from .models import remove_mean
 
 __all__ = ["CheckpointError", "EnergyAndForce", "target_energy_and_force", "PosteriorSample",
            "PosteriorSampler", "DiKLConfig", "DiKLTrainer", "NeuralSampler", "save_sampler",

@@ -6,7 +6,8 @@ import torch
 
 from openmm_dikl.diffusion import (VPSchedule, denoising_score_identity, dikl_surrogate_loss,
                                    dsm_loss, level_weights, mixed_score_identity, model_score,
-                                   perturb, remove_mean, target_score_identity)
+                                   perturb, target_score_identity)
+from openmm_dikl.models import remove_mean
 
 F64 = torch.float64
 

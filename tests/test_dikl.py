@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from openmm_dikl import systems
-from openmm_dikl.diffusion import mixed_score_identity, remove_mean
+from openmm_dikl.diffusion import mixed_score_identity
 from openmm_dikl.dikl import (CheckpointError, DiKLConfig, DiKLTrainer, PosteriorSampler,
                               load_sampler, save_sampler, target_energy_and_force)
-from openmm_dikl.models import EGNNGenerator, EGNNScore, MLPGenerator, MLPScore
+from openmm_dikl.models import EGNNGenerator, EGNNScore, MLPGenerator, MLPScore, remove_mean
 
 from test_diffusion import MIX, mixture_force, mixture_posterior
 
