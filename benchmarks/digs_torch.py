@@ -1,0 +1,233 @@
+"""φ-basin transitions of alanine dipeptide: torsional / internal / Cartesian DiGS vs MALA,
+HMC and OpenMM Langevin, at a fixed budget of force evaluations.
+
+Energies and forces come from OpenMM through the bridge (Reference platform, one
+worker; all chains of a sampler are one batch per bridge call).  Every method starts its
+chains from snapshots of a short Langevin run in the φ < 0 basin.  A *transition* is a
+chain passing from the core φ ∈ [−170°, −30°] to the core φ ∈ [30°, 130°] or back
+(the last core visited is remembered, so wraps at ±180° inside β do not count).
+
+Printed per method: force evaluations (all chains), core transitions, transitions per
+1e6 evaluations, fraction of φ > 0, initialisation acceptance per DiGS level, wall time,
+and — if ``systems/ala2_implicit_reference.npz`` (arrays ``phi``, ``psi`` in radians)
+exists — the KL divergence KL(reference || sampler) of the Ramachandran histogram on a
+60 × 60 grid with a pseudocount of 1 per bin (0.5 for the φ marginal).  KL of short,
+correlated runs is dominated by their limited sampling; read it as a rough check.
+
+Usage::
+
+    python benchmarks/digs_torch.py --system alanine_dipeptide_implicit --evals 300000
+    python benchmarks/digs_torch.py --methods torsional,mala --evals 100000 --chains 32
+"""
+import argparse
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import openmm
+import torch
+from openmm import unit
+
+from openmm_dikl import systems
+from openmm_dikl.digs import DiGSSampler, GaussianKernel, TorsionalKernel
+from openmm_dikl.internal import ALANINE_PHI, ALANINE_PSI, InternalCoordinates, InternalTransform
+from openmm_dikl.internal import dihedral
+from openmm_dikl.torch_mcmc import HMC, MALA, energy_and_force
+
+CORE_A = (-170.0, -30.0)
+CORE_B = (30.0, 130.0)
+
+
+def phi_psi(x):
+    """(φ, ψ) in degrees of positions (batch, 22, 3), numpy (batch, 2)."""
+    out = [dihedral(*(x[:, i] for i in quad)) for quad in (ALANINE_PHI, ALANINE_PSI)]
+    return torch.rad2deg(torch.stack(out, -1)).numpy()
+
+
+class TransitionCounter:
+    """Counts core-to-core φ transitions per chain and stores (φ, ψ) traces."""
+
+    def __init__(self, n_chains):
+        self.last = np.zeros(n_chains, dtype=int)
+        self.transitions = 0
+        self.trace = []
+
+    def update(self, angles):
+        phi = angles[:, 0]
+        core = np.where((phi > CORE_A[0]) & (phi < CORE_A[1]), -1,
+                        np.where((phi > CORE_B[0]) & (phi < CORE_B[1]), 1, 0))
+        changed = (core != 0) & (self.last != 0) & (core != self.last)
+        self.transitions += int(changed.sum())
+        self.last = np.where(core != 0, core, self.last)
+        self.trace.append(angles)
+
+
+def langevin_starts(target, n_chains, seed, n_equil=20000, spacing=1000):
+    """Snapshots (nm) of one 1 fs Langevin run at 300 K after ``n_equil`` steps."""
+    integrator = openmm.LangevinMiddleIntegrator(target.temperature, 1 / unit.picosecond,
+                                                 1 * unit.femtosecond)
+    integrator.setRandomNumberSeed(seed + 1)
+    context = openmm.Context(target.system, integrator,
+                             openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(target.positions)
+    openmm.LocalEnergyMinimizer.minimize(context)
+    context.setVelocitiesToTemperature(target.temperature, seed + 1)
+    integrator.step(n_equil)
+    starts = []
+    for _ in range(n_chains):
+        integrator.step(spacing)
+        starts.append(context.getState(getPositions=True).getPositions(asNumpy=True)
+                      .value_in_unit(unit.nanometer))
+    return torch.tensor(np.array(starts))
+
+
+def run_langevin(target, budget, seed, **_):
+    """OpenMM LangevinMiddleIntegrator, 1 fs, 1/ps, one chain; φ recorded every 10 steps."""
+    integrator = openmm.LangevinMiddleIntegrator(target.temperature, 1 / unit.picosecond,
+                                                 1 * unit.femtosecond)
+    integrator.setRandomNumberSeed(seed + 7)
+    context = openmm.Context(target.system, integrator,
+                             openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(target.positions)
+    openmm.LocalEnergyMinimizer.minimize(context)
+    context.setVelocitiesToTemperature(target.temperature, seed + 7)
+    integrator.step(20000)  # equilibration, not counted
+    counter = TransitionCounter(1)
+    for _ in range(budget // 10):
+        integrator.step(10)
+        x = context.getState(getPositions=True).getPositions(asNumpy=True)
+        counter.update(phi_psi(torch.tensor(np.asarray(x.value_in_unit(unit.nanometer)))[None]))
+    return counter, (budget // 10) * 10, {}
+
+
+def run_mcmc(kind):
+    def run(target, budget, seed, starts, energy, step_size, **_):
+        n_chains = starts.shape[0]
+        generator = torch.Generator().manual_seed(seed)
+        if kind == "mala":
+            sampler = MALA(energy, step_size=step_size, generator=generator)
+            per_step = 1
+        else:
+            sampler = HMC(energy, step_size=math.sqrt(2 * step_size), n_leapfrog=10,
+                          generator=generator)
+            per_step = 10
+        counter = TransitionCounter(n_chains)
+        burn = 200
+        n_steps = max(budget // (n_chains * per_step), burn + 1)
+        result = sampler.run(starts, n_steps, burn_in=burn, keep_samples=False,
+                             callback=lambda step, x, u: counter.update(phi_psi(x)) if step >= burn else None)
+        return counter, result.force_evaluations, {"acceptance": float(result.acceptance.mean())}
+    return run
+
+
+def run_digs(make_kernel, n_denoise, transform=False):
+    def run(target, budget, seed, starts, energy, step_size, **_):
+        n_chains = starts.shape[0]
+        options = {}
+        if transform:
+            ic = InternalCoordinates.alanine_dipeptide(target.topology)
+            options["transform"] = InternalTransform.fit(ic, starts)
+            step = 1e-3  # standardised coordinates
+        else:
+            step = step_size
+        sampler = DiGSSampler(energy, kernel=make_kernel(), n_denoise_steps=n_denoise,
+                              step_size=step, generator=torch.Generator().manual_seed(seed),
+                              **options)
+        counter = TransitionCounter(n_chains)
+        burn = 100
+        per_sweep = 1 + n_denoise
+        n_sweeps = max(budget // (n_chains * per_sweep), burn + 1)
+        result = sampler.run(starts, n_sweeps, burn_in=burn, keep_samples=False, progress=False,
+                             callback=lambda s, x, st: counter.update(phi_psi(x)) if s >= burn else None)
+        stats = result.statistics
+        return counter, stats["force_evaluations"], {
+            "init": " ".join(f"{a:.3f}" for a in stats["init_acceptance"]),
+            "denoise": float(np.mean(stats["denoise_acceptance"])) if n_denoise else float("nan"),
+            "levels": "; ".join(stats["levels"])}
+    return run
+
+
+def _torsional(*sigma_rows):
+    return lambda: TorsionalKernel.alanine_dipeptide(list(sigma_rows))
+
+
+METHODS = {
+    "langevin": run_langevin,
+    "mala": run_mcmc("mala"),
+    "hmc": run_mcmc("hmc"),
+    "cartesian": run_digs(lambda: GaussianKernel([1.0], [0.005]), 5),
+    "internal": run_digs(lambda: GaussianKernel([0.1, 0.9]), 5, transform=True),
+    "internal_weak": run_digs(lambda: GaussianKernel([0.95, 0.99]), 5, transform=True),
+    "torsional": run_digs(_torsional(math.pi, 0.3), 3),
+    "torsional_pi": run_digs(_torsional(math.pi), 1),
+    "torsional_pi_d3": run_digs(_torsional(math.pi), 3),
+    "torsional_1rad": run_digs(_torsional(1.0), 1),
+    "torsional_split": run_digs(_torsional((math.pi, 0.3), (0.3, math.pi), (math.pi, math.pi)), 1),
+    "pivot_only": run_digs(_torsional(math.pi), 0),
+}
+
+
+def kl_divergence(reference, samples, bins=60, pseudocount=1.0):
+    """KL(reference || samples) of 2-D (or 1-D) angle histograms (degrees) in nats."""
+    edges = np.linspace(-180, 180, bins + 1)
+    if reference.ndim == 1:
+        p, _ = np.histogram(reference, edges)
+        q, _ = np.histogram(samples, edges)
+    else:
+        p, _, _ = np.histogram2d(reference[:, 0], reference[:, 1], [edges, edges])
+        q, _, _ = np.histogram2d(samples[:, 0], samples[:, 1], [edges, edges])
+    p = (p + pseudocount) / (p + pseudocount).sum()
+    q = (q + pseudocount) / (q + pseudocount).sum()
+    return float((p * np.log(p / q)).sum())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--system", default="alanine_dipeptide_implicit")
+    parser.add_argument("--evals", type=int, default=300000, help="force evaluations per method")
+    parser.add_argument("--chains", type=int, default=32)
+    parser.add_argument("--methods", default="langevin,mala,hmc,cartesian,internal,torsional,"
+                                             "torsional_pi,torsional_split")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--step-size", type=float, default=2e-6, help="initial MALA step (nm²)")
+    parser.add_argument("--reference", default=os.path.join(os.path.dirname(__file__), "..",
+                                                            "systems", "ala2_implicit_reference.npz"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    target = systems.get(args.system)
+    reference = None
+    if os.path.exists(args.reference) and "implicit" in args.system:
+        data = np.load(args.reference)
+        reference = np.rad2deg(np.stack([data["phi"], data["psi"]], -1)).reshape(-1, 2)
+    starts = langevin_starts(target, args.chains, args.seed)
+    print(f"# {target.name}: Reference platform, bridge n_workers=1, {args.chains} chains, "
+          f"budget {args.evals} force evaluations per method, seed {args.seed}; "
+          f"reference: {'yes' if reference is not None else 'none'}")
+    header = (f"{'method':<16}{'evals':>10}{'trans':>7}{'per 1e6':>9}{'phi>0':>8}"
+              f"{'KL(rama)':>10}{'KL(phi)':>9}{'time s':>8}  details")
+    print(header)
+    with energy_and_force(target, n_workers=1) as energy:
+        for name in args.methods.split(","):
+            if name not in METHODS:
+                sys.exit(f"unknown method {name}; choose from {', '.join(METHODS)}")
+            start = time.time()
+            counter, evals, details = METHODS[name](target, args.evals, args.seed, starts=starts,
+                                                    energy=energy, step_size=args.step_size)
+            wall = time.time() - start
+            angles = np.concatenate(counter.trace) if counter.trace else np.zeros((0, 2))
+            kl_rama = kl_phi = float("nan")
+            if reference is not None and len(angles):
+                kl_rama = kl_divergence(reference, angles)
+                kl_phi = kl_divergence(reference[:, 0], angles[:, 0], pseudocount=0.5)
+            detail = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in details.items())
+            print(f"{name:<16}{evals:>10d}{counter.transitions:>7d}"
+                  f"{1e6 * counter.transitions / max(evals, 1):>9.1f}"
+                  f"{float((angles[:, 0] > 0).mean()) if len(angles) else float('nan'):>8.4f}"
+                  f"{kl_rama:>10.3f}{kl_phi:>9.3f}{wall:>8.1f}  {detail}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
