@@ -8,9 +8,22 @@
 Units: positions in nm, energies in kJ/mol at the OpenMM boundary, temperatures in K;
 samplers work with dimensionless reduced energies u = U/kT.
 """
-from . import systems, units
-from .bridge import OpenMMBridge
-from .systems import TargetSystem
+import logging as _logging
+
+# openmmtools imports pymbar, which logs a JAX / timeseries banner at WARNING level on
+# import; keep it quiet unless the user has configured that logger themselves.
+if _logging.getLogger("pymbar").level == _logging.NOTSET:
+    _logging.getLogger("pymbar").setLevel(_logging.ERROR)
+
+from . import metrics, systems, units  # noqa: E402
+from .bridge import OpenMMBridge  # noqa: E402
+from .integrators import DiffusiveGibbsIntegrator  # noqa: E402
+from .mcmc import DiffusiveGibbsMove  # noqa: E402
+from .models import EGNNGenerator, EGNNScore, MLPGenerator, MLPScore  # noqa: E402
+from .systems import TargetSystem  # noqa: E402
+from .tempering import ParallelTempering  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["systems", "units", "OpenMMBridge", "TargetSystem"]
+__all__ = ["systems", "units", "metrics", "OpenMMBridge", "TargetSystem",
+           "DiffusiveGibbsIntegrator", "DiffusiveGibbsMove", "EGNNGenerator", "EGNNScore",
+           "MLPGenerator", "MLPScore", "ParallelTempering"]
