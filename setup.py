@@ -8,7 +8,7 @@ Install torch first (``pip install torch==2.13.0`` takes the CPU build), then
 from setuptools import setup
 
 SHIPPED_PATTERNS = ["*.pdb", "*.prmtop", "*.crd", "*.json", "*.npy", "*.npz",
-                    "*.txt", "*.md", "checkpoints/*", "checkpoints/*.*"]
+                    "*.txt", "*.md", "checkpoints/*", "configs/*"]
 
 setup(
     name="openmm-dikl",
@@ -33,6 +33,7 @@ setup(
         "setuptools<81",
         "tqdm",
         "matplotlib",
+        "tables",  # mdtraj HDF5 (.h5) trajectories
     ],
     extras_require={"test": ["pytest", "pytest-timeout"]},
     entry_points={"console_scripts": ["openmm-dikl=openmm_dikl.cli:entry_point"]},
