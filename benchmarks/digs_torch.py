@@ -8,7 +8,7 @@ chain passing from the core φ ∈ [−170°, −30°] to the core φ ∈ [30°,
 (the last core visited is remembered, so wraps at ±180° inside β do not count).
 
 Printed per method: force evaluations (all chains), core transitions, transitions per
-1e6 evaluations, fraction of φ > 0, initialisation acceptance per DiGS level, wall time,
+1e6 evaluations, p(B) = fraction of frames in the core φ ∈ [30°, 130°], initialisation acceptance per DiGS level, wall time,
 and — if ``systems/ala2_implicit_reference.npz`` (arrays ``phi``, ``psi`` in radians)
 exists — the KL divergence KL(reference || sampler) of the Ramachandran histogram on a
 60 × 60 grid with a pseudocount of 1 per bin (0.5 for the φ marginal).  KL of short,
@@ -137,14 +137,14 @@ def run_digs(make_kernel, n_denoise, transform=False):
                               **options)
         counter = TransitionCounter(n_chains)
         burn = 100
-        per_sweep = 1 + n_denoise
-        n_sweeps = max(budget // (n_chains * per_sweep), burn + 1)
+        per_sweep = 1 + float(np.mean(n_denoise))
+        n_sweeps = max(int(budget // (n_chains * per_sweep)), burn + 1)
         result = sampler.run(starts, n_sweeps, burn_in=burn, keep_samples=False, progress=False,
                              callback=lambda s, x, st: counter.update(phi_psi(x)) if s >= burn else None)
         stats = result.statistics
         return counter, stats["force_evaluations"], {
             "init": " ".join(f"{a:.3f}" for a in stats["init_acceptance"]),
-            "denoise": float(np.mean(stats["denoise_acceptance"])) if n_denoise else float("nan"),
+            "denoise": float(np.nanmean(stats["denoise_acceptance"])) if np.any(n_denoise) else float("nan"),
             "levels": "; ".join(stats["levels"])}
     return run
 
@@ -165,8 +165,16 @@ METHODS = {
     "torsional_pi_d3": run_digs(_torsional(math.pi), 3),
     "torsional_1rad": run_digs(_torsional(1.0), 1),
     "torsional_split": run_digs(_torsional((math.pi, 0.3), (0.3, math.pi), (math.pi, math.pi)), 1),
-    "pivot_only": run_digs(_torsional(math.pi), 0),
+    "torsional_mix": run_digs(_torsional(math.pi, math.pi, 0.3), [0, 0, 2]),
+    "pivot_only": run_digs(_torsional(math.pi), 0),  # not ergodic alone (bonds never move)
 }
+
+
+def core_b_fraction(angles):
+    """Fraction of recorded frames with φ in the core [30°, 130°] (C7ax / αL)."""
+    if not len(angles):
+        return float("nan")
+    return float(((angles[:, 0] > CORE_B[0]) & (angles[:, 0] < CORE_B[1])).mean())
 
 
 def kl_divergence(reference, samples, bins=60, pseudocount=1.0):
@@ -194,6 +202,8 @@ def main(argv=None):
     parser.add_argument("--step-size", type=float, default=2e-6, help="initial MALA step (nm²)")
     parser.add_argument("--reference", default=os.path.join(os.path.dirname(__file__), "..",
                                                             "systems", "ala2_implicit_reference.npz"))
+    parser.add_argument("--save", default=None,
+                        help="write the (φ, ψ) traces (degrees) of every method to this .npz")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     target = systems.get(args.system)
@@ -205,9 +215,10 @@ def main(argv=None):
     print(f"# {target.name}: Reference platform, bridge n_workers=1, {args.chains} chains, "
           f"budget {args.evals} force evaluations per method, seed {args.seed}; "
           f"reference: {'yes' if reference is not None else 'none'}")
-    header = (f"{'method':<16}{'evals':>10}{'trans':>7}{'per 1e6':>9}{'phi>0':>8}"
+    header = (f"{'method':<16}{'evals':>10}{'trans':>7}{'per 1e6':>9}{'p(B)':>8}"
               f"{'KL(rama)':>10}{'KL(phi)':>9}{'time s':>8}  details")
     print(header)
+    traces = {}
     with energy_and_force(target, n_workers=1) as energy:
         for name in args.methods.split(","):
             if name not in METHODS:
@@ -217,6 +228,7 @@ def main(argv=None):
                                                     energy=energy, step_size=args.step_size)
             wall = time.time() - start
             angles = np.concatenate(counter.trace) if counter.trace else np.zeros((0, 2))
+            traces[name] = np.stack(counter.trace, 1).astype(np.float32) if counter.trace else angles
             kl_rama = kl_phi = float("nan")
             if reference is not None and len(angles):
                 kl_rama = kl_divergence(reference, angles)
@@ -225,8 +237,10 @@ def main(argv=None):
                                for k, v in details.items())
             print(f"{name:<16}{evals:>10d}{counter.transitions:>7d}"
                   f"{1e6 * counter.transitions / max(evals, 1):>9.1f}"
-                  f"{float((angles[:, 0] > 0).mean()) if len(angles) else float('nan'):>8.4f}"
+                  f"{core_b_fraction(angles):>8.4f}"
                   f"{kl_rama:>10.3f}{kl_phi:>9.3f}{wall:>8.1f}  {detail}", flush=True)
+    if args.save:
+        np.savez_compressed(args.save, **traces)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ True
 import logging
 import math
 
+import numpy as np
 import torch
+from openmm import unit
 
 __all__ = ["EnergyAndForce", "energy_and_force", "MCMCResult", "MALA", "HMC", "mala_step",
            "hmc_step", "adapt_step_size"]
@@ -289,8 +291,15 @@ class MCMCResult:
                 f"{float(self.acceptance.mean()):.3f}, force_evaluations={self.force_evaluations})")
 
 
+def _as_tensor_nm(x):
+    """Tensor, array or Quantity (nm) as a float64 tensor."""
+    if unit.is_quantity(x):
+        x = np.asarray(x.value_in_unit(unit.nanometer))
+    return torch.as_tensor(x, dtype=torch.float64)
+
+
 def _check_x0(x0, name="x0"):
-    x0 = torch.as_tensor(x0, dtype=torch.float64)
+    x0 = _as_tensor_nm(x0)
     if x0.dim() < 2 or x0.shape[0] == 0:
         raise ValueError(f"{name} must have shape (n_chains, ...) with n_chains >= 1, "
                          f"got {tuple(x0.shape)}")
@@ -330,8 +339,9 @@ class _BatchedSampler:
 
         Parameters
         ----------
-        x0 : torch.Tensor, shape=(n_chains, ...)
-            Initial states (units of x, nm for molecules), finite.
+        x0 : torch.Tensor or openmm.unit.Quantity, shape=(n_chains, ...)
+            Initial states (units of x; nm for molecules, Quantities are converted),
+            finite.
         n_steps : int
             Total MCMC steps per chain (burn-in included).
         burn_in : int

@@ -215,13 +215,24 @@ def test_torsional_digs_jumps_phi_basins_on_ala2_vacuum():
         result = sampler.run(start[None].repeat(64, 1, 1), n_sweeps=300, progress=False,
                              callback=count)
     assert result.statistics["force_evaluations"] == 64 * (1 + 300 * 2)
-    assert int(transitions.sum()) >= 2, int(transitions.sum())
+    assert int(transitions.sum()) >= 2, int(transitions.sum())  # 4-16 over seeds
     assert 0.005 < result.statistics["init_acceptance"][0] < 0.2
     energy = target.reduced_energy(result.final)
     assert torch.isfinite(energy).all() and float(energy.max()) < 50  # no blown-up chains
 
 
 # ---------------------------------------------------------------------- validation
+def test_per_level_denoise_steps_and_counts():
+    sampler = DiGSSampler(gaussian, alphas=[0.5, 0.9], n_denoise_steps=[0, 2], step_size=0.1,
+                          generator=torch.Generator().manual_seed(0))
+    result = sampler.run(torch.zeros(10, 2, dtype=torch.float64), n_sweeps=6, progress=False)
+    stats = result.statistics
+    assert stats["force_evaluations"] == 10 * (1 + 3 * 1 + 3 * 3)
+    assert list(stats["force_evaluations_per_level"]) == [30, 90]
+    assert np.isnan(stats["denoise_acceptance"][0]) and 0 < stats["denoise_acceptance"][1] <= 1
+    assert result.samples.shape == (10, 6, 2) and list(stats["sweeps"]) == [3, 3]
+
+
 def test_validation():
     with pytest.raises(ValueError, match="alphas"):
         DiGSSampler(gaussian, alphas=[0.0], step_size=0.1)
@@ -235,6 +246,10 @@ def test_validation():
         DiGSSampler(gaussian, alphas=[0.5], step_size=0.0)
     with pytest.raises(ValueError, match="step_size"):
         DiGSSampler(gaussian, alphas=[0.5])
+    with pytest.raises(ValueError, match="n_denoise_steps"):
+        DiGSSampler(gaussian, alphas=[0.5, 0.9], n_denoise_steps=[1, 2, 3], step_size=0.1)
+    with pytest.raises(ValueError, match="n_denoise_steps"):
+        DiGSSampler(gaussian, alphas=[0.5], n_denoise_steps=-1, step_size=0.1)
     with pytest.raises(ValueError, match="denoiser"):
         DiGSSampler(gaussian, alphas=[0.5], step_size=0.1, denoiser="langevin")
     with pytest.raises(ValueError, match="alphas"):
