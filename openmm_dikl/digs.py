@@ -396,6 +396,9 @@ class DiGSSampler:
 
     Notes
     -----
+    Step sizes adapted during a run's burn-in are kept in ``step_size`` (n_levels,
+    n_chains) and reused by the next :meth:`run` with the same number of chains.
+
     Force evaluations per sweep and chain: 1 (initialisation) + ``n_denoise_steps``
     (MALA) or + ``n_denoise_steps · n_leapfrog`` (HMC) of the sweep's level.  The initialisation needs only
     the energy, but its force is kept for the denoising steps if accepted.
