@@ -1,21 +1,31 @@
-"""Run an OpenMM sampler on a target and write a trajectory, a topology PDB and a CSV log.
+"""Run a sampler on a target and write a trajectory, a topology PDB and a CSV log.
 
-This is the engine behind ``openmm-dikl sample``.  Every method is an OpenMM integrator
-built by a factory in :data:`METHODS`; runs are budgeted in force evaluations so that
-methods with different per-step costs are compared fairly.
+This is the engine behind ``openmm-dikl sample``.  Runs are budgeted in force
+evaluations so that methods with different per-step costs are compared fairly.  Two
+kinds of method exist:
+
+* OpenMM integrators (:data:`INTEGRATOR_METHODS`): ``langevin`` (LangevinMiddleIntegrator,
+  1 fs, 1/ps) and ``digs-cartesian`` (:class:`~openmm_dikl.integrators.DiffusiveGibbsIntegrator`,
+  isotropic Gaussian kernel).
+* torch samplers on the target's energy — torch twin or OpenMM through the bridge —
+  (:data:`TORCH_METHODS`): ``digs`` (for molecules, DiGS with a torsional kernel on the
+  backbone φ/ψ; for particle systems, the Gaussian kernel), ``mala`` and ``hmc``.
 """
 import csv
 import logging
+import math
 import os
 
 import numpy as np
 import openmm
+import torch
 from openmm import app, unit
 from tqdm.auto import tqdm
 
 from .systems.user import check_samplable
 
-__all__ = ["METHODS", "SamplingError", "SamplingResult", "run_sampler", "make_integrator"]
+__all__ = ["INTEGRATOR_METHODS", "TORCH_METHODS", "METHODS", "SamplingError", "SamplingResult",
+           "run_sampler", "make_integrator"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +40,7 @@ class SamplingResult:
     Attributes
     ----------
     n_steps : int
-        Integrator steps taken.
+        Steps (integrator steps or sweeps) taken.
     force_evaluations : int
         Force (energy + gradient) evaluations used.
     n_frames : int
@@ -53,26 +63,33 @@ class SamplingResult:
                 f"n_frames={self.n_frames})")
 
 
+# ---------------------------------------------------------------------- OpenMM integrators
 def _langevin(target, timestep=1.0, friction=1.0):
-    """LangevinMiddleIntegrator: timestep in fs, friction in 1/ps; one force evaluation per step."""
+    """LangevinMiddleIntegrator: timestep in fs, friction in 1/ps; one force evaluation per step.
+
+    On the 2-D targets the separable z coordinate is sampled too (z ~ N(0, 1) nm in
+    reduced units); the logged energy includes its 0.5·z² term.
+    """
     integrator = openmm.LangevinMiddleIntegrator(target.temperature, friction / unit.picosecond,
                                                  timestep * unit.femtosecond)
     return integrator, 1, lambda: {}
 
 
-def _digs(target, **options):
+def _digs_cartesian(target, **options):
     """DiffusiveGibbsIntegrator with the options of :class:`~openmm_dikl.integrators.DiffusiveGibbsIntegrator`."""
     from .integrators import DiffusiveGibbsIntegrator
+    options.setdefault("alphas", [0.9])
+    options.setdefault("planar", target.spatial_dim == 2)  # 2-D targets: z never moves
     integrator = DiffusiveGibbsIntegrator(target.temperature, **options)
     return integrator, integrator.force_evaluations_per_step, integrator.acceptance_rates
 
 
-#: Registered methods: name -> factory(target, **options) -> (integrator, evals_per_step, stats).
-METHODS = {"langevin": _langevin, "digs": _digs}
+#: name -> factory(target, **options) -> (integrator, evals_per_step, statistics callable).
+INTEGRATOR_METHODS = {"langevin": _langevin, "digs-cartesian": _digs_cartesian}
 
 
 def make_integrator(method, target, **options):
-    """Build the integrator of ``method`` for ``target``.
+    """Build the OpenMM integrator of ``method`` for ``target``.
 
     Returns
     -------
@@ -81,11 +98,77 @@ def make_integrator(method, target, **options):
     statistics : callable
         Returns a dict of acceptance statistics.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    return METHODS[method](target, **options)
+    if method not in INTEGRATOR_METHODS:
+        raise ValueError(f"unknown integrator method {method!r}; choose from "
+                         f"{', '.join(INTEGRATOR_METHODS)}")
+    return INTEGRATOR_METHODS[method](target, **options)
 
 
+# ---------------------------------------------------------------------- torch samplers
+def _is_dipeptide(target):
+    if target.spatial_dim != 3:
+        return False
+    try:
+        import mdtraj
+        top = mdtraj.Topology.from_openmm(target.topology)
+        return len(mdtraj.compute_phi(mdtraj.Trajectory(np.zeros((1, top.n_atoms, 3)), top))[0]) > 0
+    except Exception:  # not a molecule mdtraj understands
+        return False
+
+
+def _torch_digs(target, energy, seed, step_size=None, **options):
+    """DiGS in torch: torsional kernel on φ/ψ for peptides, Gaussian kernel otherwise.
+
+    Molecular default (``benchmarks/digs_torch.py``): σ = π on φ and ψ (a nearly uniform
+    wrapped normal) with 1 MALA step of 1e-6 nm² per sweep in Cartesian space.
+    """
+    from .digs import DiGSSampler, TorsionalKernel
+    if _is_dipeptide(target):
+        import mdtraj
+        top = mdtraj.Topology.from_openmm(target.topology)
+        xyz = np.zeros((1, top.n_atoms, 3))
+        quads = np.concatenate([mdtraj.compute_phi(mdtraj.Trajectory(xyz, top))[0],
+                                mdtraj.compute_psi(mdtraj.Trajectory(xyz, top))[0]])
+        kernel = TorsionalKernel.from_topology(target.topology, quads,
+                                               options.pop("sigmas", [math.pi]))
+        options.setdefault("n_denoise_steps", 1)
+        return DiGSSampler(energy, kernel=kernel, step_size=step_size or 1e-6, seed=seed,
+                           **options)
+    options.setdefault("alphas", [0.1] if target.name == "mog40" else [0.5, 0.9])
+    return DiGSSampler(energy, step_size=step_size or 1e-2, seed=seed, **options)
+
+
+def _torch_mala(target, energy, seed, step_size=None, **options):
+    from .torch_mcmc import MALA
+    return MALA(energy, step_size=step_size or (1e-6 if target.spatial_dim == 3 and
+                                                 target.n_particles > 20 else 1e-2),
+                generator=torch.Generator().manual_seed(seed), **options)
+
+
+def _torch_hmc(target, energy, seed, step_size=None, n_leapfrog=10, **options):
+    from .torch_mcmc import HMC
+    h = step_size or (1e-6 if target.spatial_dim == 3 and target.n_particles > 20 else 1e-2)
+    return HMC(energy, step_size=math.sqrt(2 * h), n_leapfrog=n_leapfrog,
+               generator=torch.Generator().manual_seed(seed), **options)
+
+
+#: name -> factory(target, energy, seed, **options) -> sampler with ``run(x0, n, callback=)``.
+TORCH_METHODS = {"digs": _torch_digs, "mala": _torch_mala, "hmc": _torch_hmc}
+
+#: All method names accepted by :func:`run_sampler`.
+METHODS = sorted(set(INTEGRATOR_METHODS) | set(TORCH_METHODS))
+
+
+def _evals_per_step(method, sampler):
+    if method == "digs":
+        levels = sampler.kernel.n_levels
+        per_level = [1 + k * (sampler.n_leapfrog if sampler.denoiser == "hmc" else 1)
+                     for k in sampler.n_denoise_steps]
+        return sum(per_level) / levels
+    return getattr(sampler, "n_leapfrog", 1)
+
+
+# ---------------------------------------------------------------------- output
 def _check_writable(path):
     folder = os.path.dirname(os.path.abspath(path)) or "."
     if not os.path.isdir(folder):
@@ -94,23 +177,80 @@ def _check_writable(path):
         raise ValueError(f"output folder {folder} is not writable")
 
 
+class _Writer:
+    """DCD frames + PDB topology + CSV log, flushed after every frame."""
+
+    def __init__(self, target, out, interval, method):
+        stem = os.path.splitext(out)[0]
+        self.paths = {"trajectory": out, "topology": stem + ".pdb", "log": stem + ".csv"}
+        self.target, self.method, self.frames = target, method, 0
+        self.kt = target.kT.value_in_unit(unit.kilojoule_per_mole)
+        self._dcd_handle = open(out, "wb")
+        self._dcd = app.DCDFile(self._dcd_handle, target.topology, 0.001 * unit.picosecond,
+                                interval=interval)
+        self._log_handle = open(self.paths["log"], "w", newline="")
+        self._log = csv.writer(self._log_handle)
+        self._log.writerow(["step", "force_evaluations", "potential_energy_kJ_per_mol",
+                            "reduced_energy_kT", "acceptance"])
+
+    def write_topology(self, positions):
+        with open(self.paths["topology"], "w") as handle:
+            app.PDBFile.writeFile(self.target.topology, positions, handle)
+
+    def write(self, step, evaluations, positions_nm, reduced_energy, stats):
+        if not np.isfinite(reduced_energy):
+            raise SamplingError(
+                f"{self.method} on {self.target.name}: energy became {reduced_energy} at step "
+                f"{step}; the {self.frames} frames before it are in {self.paths['trajectory']}")
+        xyz = np.asarray(positions_nm, dtype=np.float64)
+        if xyz.shape[-1] == 2:
+            xyz = np.concatenate([xyz, np.zeros(xyz.shape[:-1] + (1,))], axis=-1)
+        self._dcd.writeModel(xyz * unit.nanometer)
+        self._dcd_handle.flush()
+        self.frames += 1
+        self._log.writerow([step, int(evaluations), f"{reduced_energy * self.kt:.6f}",
+                            f"{reduced_energy:.6f}", _format_stats(stats)])
+        self._log_handle.flush()
+
+    def close(self):
+        self._dcd_handle.close()
+        self._log_handle.close()
+
+
+def _format_stats(stats):
+    if not stats:
+        return ""
+    return ";".join(f"{key}={value}" for key, value in _flatten(stats))
+
+
+def _flatten(stats, prefix=""):
+    for key, value in stats.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        elif isinstance(value, torch.Tensor) or np.ndim(value):
+            yield f"{prefix}{key}", "|".join(f"{float(v):.4f}" for v in np.ravel(np.asarray(value)))
+        else:
+            yield f"{prefix}{key}", f"{float(value):.4f}"
+
+
+# ---------------------------------------------------------------------- runner
 def run_sampler(target, method="langevin", force_evals=100000, out="samples.dcd", seed=0,
                 n_frames=1000, platform=None, positions=None, progress=True, **options):
-    """Sample ``target`` with an OpenMM integrator and write DCD + PDB + CSV.
+    """Sample ``target`` and write DCD + PDB + CSV.
 
     Parameters
     ----------
     target : TargetSystem
-        The system (its OpenMM System is run; constraints and virtual sites are refused).
+        The system (constraints and virtual sites are refused).
     method : str
-        A key of :data:`METHODS`.
+        One of :data:`METHODS`.
     force_evals : int
-        Budget of force evaluations; the run takes ``force_evals // evals_per_step`` steps.
+        Budget of force evaluations; the run takes as many steps (or sweeps) as fit.
     out : str
-        Trajectory path ending in ``.dcd``; ``<stem>.pdb`` (topology, first frame, nm
-        written as Å by the PDB format) and ``<stem>.csv`` (log) are written beside it.
+        Trajectory path ending in ``.dcd``; ``<stem>.pdb`` (topology, first frame) and
+        ``<stem>.csv`` (log: energies in kJ/mol and kT, acceptance) are written beside it.
     seed : int
-        Random seed for the integrator (and velocities).
+        Random seed.
     n_frames : int
         Number of frames to write (evenly spaced over the run).
     platform : str, optional
@@ -118,7 +258,7 @@ def run_sampler(target, method="langevin", force_evals=100000, out="samples.dcd"
     positions : openmm.unit.Quantity, optional
         Starting positions (nm); default the target's.
     **options
-        Passed to the method's integrator factory.
+        Passed to the method's integrator or sampler factory.
 
     Returns
     -------
@@ -136,32 +276,33 @@ def run_sampler(target, method="langevin", force_evals=100000, out="samples.dcd"
         raise ValueError(f"output trajectory must end in .dcd, got {out!r}")
     if int(force_evals) < 1 or int(n_frames) < 1:
         raise ValueError("force_evals and n_frames must be positive")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     _check_writable(out)
     check_samplable(target.system, f"method {method!r}")
+    start = target.positions if positions is None else positions
+    runner = _run_integrator if method in INTEGRATOR_METHODS else _run_torch
+    return runner(target, method, int(force_evals), out, int(seed), int(n_frames),
+                  platform or target.platform, start, progress, options)
+
+
+def _run_integrator(target, method, force_evals, out, seed, n_frames, platform, start,
+                    progress, options):
     integrator, per_step, statistics = make_integrator(method, target, **options)
-    n_steps = int(force_evals) // per_step
+    n_steps = force_evals // per_step
     if n_steps < 1:
         raise ValueError(f"a budget of {force_evals} force evaluations is less than one step "
                          f"of {method} ({per_step} evaluations)")
-    interval = max(1, n_steps // int(n_frames))
-    integrator.setRandomNumberSeed(int(seed) + 1)
-    context = openmm.Context(target.system, integrator,
-                             openmm.Platform.getPlatformByName(platform or target.platform))
-    context.setPositions(target.positions if positions is None else positions)
-    context.setVelocitiesToTemperature(target.temperature, int(seed) + 1)
-    stem = os.path.splitext(out)[0]
-    paths = {"trajectory": out, "topology": stem + ".pdb", "log": stem + ".csv"}
-    kt = target.kT.value_in_unit(unit.kilojoule_per_mole)
-    with open(paths["topology"], "w") as handle:
-        app.PDBFile.writeFile(target.topology, context.getState(getPositions=True).getPositions(), handle)
-    frames = 0
-    with open(out, "wb") as dcd_handle, open(paths["log"], "w", newline="") as log_handle:
-        dcd = app.DCDFile(dcd_handle, target.topology, 0.001 * unit.picosecond, interval=interval)
-        log = csv.writer(log_handle)
-        log.writerow(["step", "force_evaluations", "potential_energy_kJ_per_mol",
-                      "reduced_energy_kT", "acceptance"])
-        bar = tqdm(total=n_steps, desc=f"{method} on {target.name}", unit="step",
-                   disable=not progress)
+    interval = max(1, n_steps // n_frames)
+    integrator.setRandomNumberSeed(seed + 1)
+    context = openmm.Context(target.system, integrator, openmm.Platform.getPlatformByName(platform))
+    context.setPositions(start)
+    context.setVelocitiesToTemperature(target.temperature, seed + 1)
+    writer = _Writer(target, out, interval, method)
+    kt = writer.kt
+    try:
+        writer.write_topology(context.getState(getPositions=True).getPositions())
+        bar = tqdm(total=n_steps, desc=f"{method} on {target.name}", unit="step", disable=not progress)
         step = 0
         while step < n_steps:
             block = min(interval, n_steps - step)
@@ -169,33 +310,47 @@ def run_sampler(target, method="langevin", force_evals=100000, out="samples.dcd"
             step += block
             bar.update(block)
             state = context.getState(getPositions=True, getEnergy=True)
-            energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-            if not np.isfinite(energy):
-                bar.close()
-                raise SamplingError(
-                    f"{method} on {target.name}: energy became {energy} at step {step}; "
-                    f"{frames} frames before it are in {out}")
-            dcd.writeModel(state.getPositions())
-            dcd_handle.flush()
-            frames += 1
-            log.writerow([step, step * per_step, f"{energy:.6f}", f"{energy / kt:.6f}",
-                          _format_stats(statistics())])
-            log_handle.flush()
+            energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) / kt
+            writer.write(step, step * per_step, state.getPositions(asNumpy=True).value_in_unit(
+                unit.nanometer), energy, statistics())
         bar.close()
-    return SamplingResult(n_steps, n_steps * per_step, frames, paths, statistics())
+    finally:
+        writer.close()
+    return SamplingResult(n_steps, n_steps * per_step, writer.frames, writer.paths, statistics())
 
 
-def _format_stats(stats):
-    if not stats:
-        return ""
-    return ";".join(f"{key}={value}" for key, value in _flatten(stats))
+def _run_torch(target, method, force_evals, out, seed, n_frames, platform, start, progress,
+               options):
+    from .torch_mcmc import EnergyAndForce
+    x0 = torch.as_tensor(np.asarray(start.value_in_unit(unit.nanometer) if unit.is_quantity(start)
+                                    else start, dtype=np.float64))[None, :, :target.spatial_dim]
+    with EnergyAndForce(target, platform=platform) as energy:
+        sampler = TORCH_METHODS[method](target, energy, seed, **options)
+        per_step = _evals_per_step(method, sampler)
+        n_steps = int(force_evals // per_step)
+        if n_steps < 1:
+            raise ValueError(f"a budget of {force_evals} force evaluations is less than one "
+                             f"step of {method} ({per_step:g} evaluations)")
+        interval = max(1, n_steps // n_frames)
+        writer = _Writer(target, out, interval, method)
+        try:
+            writer.write_topology(target.to_openmm_positions(x0[0].numpy()))
 
-
-def _flatten(stats, prefix=""):
-    for key, value in stats.items():
-        if isinstance(value, dict):
-            yield from _flatten(value, f"{prefix}{key}.")
-        elif np.ndim(value):
-            yield f"{prefix}{key}", "|".join(f"{v:.4f}" for v in np.ravel(value))
-        else:
-            yield f"{prefix}{key}", f"{float(value):.4f}"
+            def callback(step, x, info):
+                # MCMC samplers pass the energies, DiGS a dict with the level
+                step += 1
+                if step % interval == 0 or step == n_steps:
+                    u = info if isinstance(info, torch.Tensor) else energy(x[:1].detach())[0]
+                    stats = info if isinstance(info, dict) else {}
+                    writer.write(step, round(step * per_step), x[0].detach().numpy(),
+                                 float(u[0]), {"level": stats["level"]} if stats else {})
+            result = sampler.run(x0, n_steps, burn_in=min(1000, n_steps // 10), progress=progress,
+                                 keep_samples=False, callback=callback)
+        finally:
+            writer.close()
+    if hasattr(result, "statistics"):
+        stats = dict(result.statistics)
+        used = int(stats.pop("force_evaluations"))
+    else:
+        stats, used = {"acceptance": result.acceptance}, int(result.force_evaluations)
+    return SamplingResult(n_steps, used, writer.frames, writer.paths, stats)
