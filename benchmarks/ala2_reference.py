@@ -7,8 +7,8 @@ and resumes with ``--resume``.
 
 Command used for the shipped file (recorded in the npz as ``command``)::
 
-    python benchmarks/ala2_reference.py --iterations 20000 --out systems/ala2_implicit_reference.npz \
-        --checkpoint runs/ala2_pt.pkl --resume
+    python benchmarks/ala2_reference.py --iterations 40000 --checkpoint runs/ala2_pt.pkl --resume \
+        --out systems/ala2_implicit_reference.npz
 """
 import argparse
 import os
