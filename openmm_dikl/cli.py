@@ -45,10 +45,10 @@ def build_parser():
                              "implicit/obc2.xml)")
     sample.add_argument("--temperature", type=float, default=300.0,
                         help="temperature in K for --pdb systems (default 300)")
-    sample.add_argument("--method", default="langevin",
+    sample.add_argument("--method", default="digs",
                         help="sampler: langevin (OpenMM, 1 fs), digs (torsional DiGS for peptides, "
                              "Gaussian-kernel DiGS otherwise), digs-cartesian (the OpenMM "
-                             "DiffusiveGibbsIntegrator), mala, hmc (default langevin)")
+                             "DiffusiveGibbsIntegrator), mala, hmc (default digs)")
     sample.add_argument("--force-evals", type=int, default=100000,
                         help="budget of force evaluations (default 1e5)")
     sample.add_argument("--frames", type=int, default=1000, help="frames to write (default 1000)")

@@ -327,7 +327,7 @@ def _run_torch(target, method, force_evals, out, seed, n_frames, platform, start
     with EnergyAndForce(target, platform=platform) as energy:
         sampler = TORCH_METHODS[method](target, energy, seed, **options)
         per_step = _evals_per_step(method, sampler)
-        n_steps = int(force_evals // per_step)
+        n_steps = int((force_evals - 1) // per_step)  # one evaluation goes to the start
         if n_steps < 1:
             raise ValueError(f"a budget of {force_evals} force evaluations is less than one "
                              f"step of {method} ({per_step:g} evaluations)")

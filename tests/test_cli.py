@@ -18,8 +18,8 @@ def test_systems_lists_names(capsys):
 
 def test_sample_writes_readable_outputs(tmp_path, capsys):
     out = tmp_path / "run.dcd"
-    assert main(["sample", "alanine_dipeptide_vacuum", "--force-evals", "2000", "--frames", "10",
-                 "--out", str(out), "--no-progress"]) == 0
+    assert main(["sample", "alanine_dipeptide_vacuum", "--method", "langevin", "--force-evals",
+                 "2000", "--frames", "10", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "2000 force evaluations" in printed
     traj = mdtraj.load(str(out), top=str(tmp_path / "run.pdb"))
