@@ -98,12 +98,16 @@ def build_parser():
 
 
 def _load_target(args):
-    from . import systems
     if args.pdb:
         if args.system:
             raise CLIError("give either a bundled system name or --pdb, not both")
         return _target_from_pdb(args.pdb, args.forcefield, args.temperature)
-    name = args.system or DEFAULT_SYSTEM
+    return _bundled_system(args.system or DEFAULT_SYSTEM)
+
+
+def _bundled_system(name):
+    """The bundled target ``name``, or a CLIError listing the valid names."""
+    from . import systems
     if name not in systems.names():
         raise CLIError(f"unknown system {name!r}; bundled systems are: {', '.join(systems.names())}")
     return systems.get(name)
@@ -150,11 +154,8 @@ def _cmd_sample(args):
 
 
 def _cmd_train(args):
-    from . import systems
     from .recipes import load_recipe, train_from_recipe
-    if args.system not in systems.names():
-        raise CLIError(f"unknown system {args.system!r}; bundled systems are: "
-                       f"{', '.join(systems.names())}")
+    _bundled_system(args.system)
     recipe = load_recipe(args.system, args.config)
     _check_folder_writable(args.out)
     result = train_from_recipe(args.system, recipe, args.out, resume=args.resume,
@@ -191,12 +192,8 @@ def _cmd_generate(args):
 
 
 def _cmd_evaluate(args):
-    from . import systems
     from .evaluation import evaluate_file
-    if args.system not in systems.names():
-        raise CLIError(f"unknown system {args.system!r}; bundled systems are: "
-                       f"{', '.join(systems.names())}")
-    target = systems.get(args.system)
+    target = _bundled_system(args.system)
     prefix = args.plots or os.path.splitext(args.file)[0]
     table, plots = evaluate_file(target, args.file, top=args.top, prefix=prefix,
                                  n_repeats=args.repeats)

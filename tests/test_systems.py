@@ -5,7 +5,6 @@ import torch
 from openmm import unit
 
 from openmm_dikl import systems
-from openmm_dikl.units import REDUCED_TEMPERATURE
 
 TWINS = ["dw4", "lj13", "lj55", "mw32", "mog40"]
 

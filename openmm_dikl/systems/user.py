@@ -1,6 +1,5 @@
 """Wrap a user's own OpenMM System as a :class:`TargetSystem`."""
 import openmm
-from openmm import unit
 
 from ..units import as_kelvin
 from .base import TargetSystem
@@ -44,7 +43,7 @@ def from_openmm(system, topology, positions, temperature, name="user", platform=
 
     Examples
     --------
-    >>> from openmm import app
+    >>> from openmm import app, unit
     >>> from openmm_dikl.systems import from_openmm, shipped_path
     >>> pdb = app.PDBFile(shipped_path("alanine_dipeptide.pdb"))
     >>> ff = app.ForceField("amber14-all.xml")
