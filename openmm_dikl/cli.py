@@ -48,7 +48,8 @@ def build_parser():
     sample.add_argument("--method", default="digs",
                         help="sampler: langevin (OpenMM, 1 fs), digs (torsional DiGS for peptides, "
                              "Gaussian-kernel DiGS otherwise), digs-cartesian (the OpenMM "
-                             "DiffusiveGibbsIntegrator), mala, hmc (default digs)")
+                             "DiffusiveGibbsIntegrator), mala, hmc, pt (parallel tempering, 8 "
+                             "replicas; frames of the lowest temperature) (default digs)")
     sample.add_argument("--force-evals", type=int, default=100000,
                         help="budget of force evaluations (default 1e5)")
     sample.add_argument("--frames", type=int, default=1000, help="frames to write (default 1000)")

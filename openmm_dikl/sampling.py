@@ -10,6 +10,7 @@ kinds of method exist:
 * torch samplers on the target's energy — torch twin or OpenMM through the bridge —
   (:data:`TORCH_METHODS`): ``digs`` (for molecules, DiGS with a torsional kernel on the
   backbone φ/ψ; for particle systems, the Gaussian kernel), ``mala`` and ``hmc``.
+* ``pt``: parallel tempering (:class:`~openmm_dikl.tempering.ParallelTempering`).
 """
 import csv
 import logging
@@ -155,8 +156,8 @@ def _torch_hmc(target, energy, seed, step_size=None, n_leapfrog=10, **options):
 #: name -> factory(target, energy, seed, **options) -> sampler with ``run(x0, n, callback=)``.
 TORCH_METHODS = {"digs": _torch_digs, "mala": _torch_mala, "hmc": _torch_hmc}
 
-#: All method names accepted by :func:`run_sampler`.
-METHODS = sorted(set(INTEGRATOR_METHODS) | set(TORCH_METHODS))
+#: All method names accepted by :func:`run_sampler` (``pt``: parallel tempering).
+METHODS = sorted(set(INTEGRATOR_METHODS) | set(TORCH_METHODS) | {"pt"})
 
 
 def _evals_per_step(method, sampler):
@@ -281,7 +282,8 @@ def run_sampler(target, method="langevin", force_evals=100000, out="samples.dcd"
     _check_writable(out)
     check_samplable(target.system, f"method {method!r}")
     start = target.positions if positions is None else positions
-    runner = _run_integrator if method in INTEGRATOR_METHODS else _run_torch
+    runner = (_run_integrator if method in INTEGRATOR_METHODS else
+              _run_tempering if method == "pt" else _run_torch)
     return runner(target, method, int(force_evals), out, int(seed), int(n_frames),
                   platform or target.platform, start, progress, options)
 
@@ -317,6 +319,36 @@ def _run_integrator(target, method, force_evals, out, seed, n_frames, platform, 
     finally:
         writer.close()
     return SamplingResult(n_steps, n_steps * per_step, writer.frames, writer.paths, statistics())
+
+
+def _run_tempering(target, method, force_evals, out, seed, n_frames, platform, start, progress,
+                   options):
+    """Parallel tempering; frames and energies are those of the lowest temperature."""
+    from .tempering import ParallelTempering, geometric_temperatures
+    t0 = target.temperature.value_in_unit(unit.kelvin)
+    ladder = geometric_temperatures(t0, options.pop("t_max", 800.0 if target.spatial_dim == 3
+                                                   and target.n_particles > 20 else 3 * t0),
+                                    options.pop("n_replicas", 8))
+    sampler = ParallelTempering(target.system, start, ladder, platform=platform, seed=seed,
+                                **options)
+    per_step = sampler.force_evaluations_per_iteration
+    n_steps = force_evals // per_step
+    if n_steps < 1:
+        raise ValueError(f"a budget of {force_evals} force evaluations is less than one "
+                         f"iteration of pt ({per_step} evaluations)")
+    interval = max(1, n_steps // n_frames)
+    writer = _Writer(target, out, interval, method)
+    try:
+        writer.write_topology(start)
+        for step in tqdm(range(1, n_steps + 1), desc=f"pt on {target.name}", disable=not progress):
+            x, energy = sampler.step()
+            if step % interval == 0:
+                writer.write(step, step * per_step, x, energy / writer.kt,
+                             {"exchange": sampler.acceptance_rates})
+    finally:
+        writer.close()
+    return SamplingResult(n_steps, n_steps * per_step, writer.frames, writer.paths,
+                          {"exchange_acceptance": sampler.acceptance_rates})
 
 
 def _run_torch(target, method, force_evals, out, seed, n_frames, platform, start, progress,

@@ -15,13 +15,14 @@ def dw4():
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_respects_budget_and_writes(dw4, method, tmp_path):
     out = str(tmp_path / "run.dcd")
+    options = {"steps_per_swap": 10, "n_replicas": 4} if method == "pt" else {}
     result = run_sampler(dw4, method=method, force_evals=600, out=out, n_frames=5, seed=1,
-                         progress=False)
+                         progress=False, **options)
     assert 0 < result.force_evaluations <= 600 + 10
     traj = mdtraj.load(out, top=str(tmp_path / "run.pdb"))
     assert traj.n_frames == result.n_frames >= 5
     z = traj.xyz[..., 2].astype(np.float64)
-    if method != "langevin":  # Langevin also samples the separable z of the 2-D System
+    if method not in ("langevin", "pt"):  # Langevin also samples the separable z of the 2-D System
         np.testing.assert_allclose(z, 0.0, atol=1e-5)
     log = np.genfromtxt(tmp_path / "run.csv", delimiter=",", names=True)
     assert np.all(np.isfinite(log["reduced_energy_kT"]))
