@@ -75,3 +75,15 @@ def test_bad_input_one_line_error(tmp_path, argv, message):
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert message in lines[0]
     assert set(os.listdir(tmp_path)) == before  # no partial output left behind
+
+
+def test_ala2_sample_then_evaluate(tmp_path, capsys):
+    out = tmp_path / "ala2.dcd"
+    assert main(["sample", "--force-evals", "400", "--frames", "20", "--out", str(out),
+                 "--no-progress"]) == 0  # the README main job, tiny
+    assert main(["evaluate", str(out), "--system", "alanine_dipeptide_implicit"]) == 0
+    printed = capsys.readouterr().out
+    for row in ("KL phi", "KL psi", "KL Ramachandran", "fraction phi > 0"):
+        assert row in printed
+    for png in ("ala2_ramachandran.png", "ala2_marginals.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
