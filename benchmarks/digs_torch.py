@@ -52,6 +52,7 @@ import torch
 from openmm import unit
 
 from openmm_dikl import systems
+from openmm_dikl import metrics
 from openmm_dikl.digs import DiGSSampler, GaussianKernel, TorsionalKernel
 from openmm_dikl.internal import ALANINE_PHI, ALANINE_PSI, InternalCoordinates, InternalTransform
 from openmm_dikl.internal import dihedral
@@ -204,25 +205,17 @@ def core_b_fraction(angles):
 
 
 def matched_kl(reference, angles):
-    """(KL rama, KL ψ) of the reference's first half vs ``angles`` thinned to its size."""
+    """(KL rama, KL ψ) of the reference's first half vs ``angles`` thinned to its size.
+
+    Angles in degrees; :func:`openmm_dikl.metrics.ramachandran_kl` / ``dihedral_kl`` on 60
+    (60×60) bins with a pseudo-count of 1 (ψ: 0.5) per bin at the thinned size.
+    """
     half = reference[: len(reference) // 2]
     if len(angles) > len(half):
         angles = angles[np.linspace(0, len(angles) - 1, len(half)).astype(int)]
-    return kl_divergence(half, angles), kl_divergence(half[:, 1], angles[:, 1], pseudocount=0.5)
-
-
-def kl_divergence(reference, samples, bins=60, pseudocount=1.0):
-    """KL(reference || samples) of 2-D (or 1-D) angle histograms (degrees) in nats."""
-    edges = np.linspace(-180, 180, bins + 1)
-    if reference.ndim == 1:
-        p, _ = np.histogram(reference, edges)
-        q, _ = np.histogram(samples, edges)
-    else:
-        p, _, _ = np.histogram2d(reference[:, 0], reference[:, 1], [edges, edges])
-        q, _, _ = np.histogram2d(samples[:, 0], samples[:, 1], [edges, edges])
-    p = (p + pseudocount) / (p + pseudocount).sum()
-    q = (q + pseudocount) / (q + pseudocount).sum()
-    return float((p * np.log(p / q)).sum())
+    n = len(half)
+    return (metrics.ramachandran_kl(np.radians(angles), np.radians(half), pseudo=1.0 / n),
+            metrics.dihedral_kl(np.radians(angles[:, 1]), np.radians(half[:, 1]), pseudo=0.5 / n))
 
 
 def main(argv=None):
