@@ -17,7 +17,7 @@ if _logging.getLogger("pymbar").level == _logging.NOTSET:
 
 from . import metrics, systems, units  # noqa: E402
 from .bridge import OpenMMBridge  # noqa: E402
-from .digs import DiGSSampler, GaussianKernel, TorsionalKernel  # noqa: E402
+from .digs import BlockGaussianKernel, DiGSSampler, GaussianKernel, TorsionalKernel  # noqa: E402
 from .integrators import DiffusiveGibbsIntegrator  # noqa: E402
 from .mcmc import DiffusiveGibbsMove  # noqa: E402
 from .models import EGNNGenerator, EGNNScore, MLPGenerator, MLPScore  # noqa: E402
@@ -28,5 +28,5 @@ from .torch_mcmc import HMC, MALA  # noqa: E402
 __version__ = "0.1.0"
 __all__ = ["systems", "units", "metrics", "OpenMMBridge", "TargetSystem",
            "DiffusiveGibbsIntegrator", "DiffusiveGibbsMove", "EGNNGenerator", "EGNNScore",
-           "MLPGenerator", "MLPScore", "ParallelTempering", "DiGSSampler", "GaussianKernel",
+           "MLPGenerator", "MLPScore", "ParallelTempering", "DiGSSampler", "GaussianKernel", "BlockGaussianKernel",
            "TorsionalKernel", "MALA", "HMC"]
