@@ -368,14 +368,21 @@ def _run_torch(target, method, force_evals, out, seed, n_frames, platform, start
         try:
             writer.write_topology(target.to_openmm_positions(x0[0].numpy()))
 
+            n_levels = getattr(getattr(sampler, "kernel", None), "n_levels", 1)
+            accepted, tried = np.zeros(n_levels), np.zeros(n_levels)
+
             def callback(step, x, info):
                 # MCMC samplers pass the energies, DiGS a dict with the level
                 step += 1
+                if isinstance(info, dict):  # running initialisation acceptance per level
+                    accepted[info["level"]] += float(info["init_accepted"].double().mean())
+                    tried[info["level"]] += 1
                 if step % interval == 0 or step == n_steps:
                     u = info if isinstance(info, torch.Tensor) else energy(x[:1].detach())[0]
-                    stats = info if isinstance(info, dict) else {}
+                    stats = ({"init_acceptance": accepted / np.maximum(tried, 1)}
+                             if isinstance(info, dict) else {})
                     writer.write(step, round(step * per_step), x[0].detach().numpy(),
-                                 float(u[0]), {"level": stats["level"]} if stats else {})
+                                 float(u[0]), stats)
             result = sampler.run(x0, n_steps, burn_in=min(1000, n_steps // 10), progress=progress,
                                  keep_samples=False, callback=callback)
         finally:
