@@ -53,6 +53,10 @@ def build_parser():
     sample.add_argument("--force-evals", type=int, default=100000,
                         help="budget of force evaluations (default 1e5)")
     sample.add_argument("--frames", type=int, default=1000, help="frames to write (default 1000)")
+    sample.add_argument("--chains", type=int, default=1,
+                        help="independent chains of the torch methods (digs, mala, hmc), run as "
+                             "one batch; frames are written in chain order at every report "
+                             "(default 1)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sample.add_argument("--platform", default=None, help="OpenMM platform (default: the system's)")
     sample.add_argument("--out", default="samples.dcd", help="output trajectory .dcd (default samples.dcd)")
@@ -144,9 +148,12 @@ def _cmd_systems(args):
 def _cmd_sample(args):
     from .sampling import run_sampler
     target = _load_target(args)
+    options = {"chains": args.chains} if args.chains != 1 else {}
+    if options and args.method not in ("digs", "mala", "hmc"):
+        raise CLIError(f"--chains applies to the torch methods digs, mala and hmc, not {args.method}")
     result = run_sampler(target, method=args.method, force_evals=args.force_evals, out=args.out,
                          seed=args.seed, n_frames=args.frames, platform=args.platform,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, **options)
     print(f"{args.method} on {target.name}: {result.n_steps} steps, "
           f"{result.force_evaluations} force evaluations, {result.n_frames} frames")
     for key, path in result.paths.items():

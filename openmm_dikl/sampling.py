@@ -191,14 +191,14 @@ class _Writer:
                                 interval=interval)
         self._log_handle = open(self.paths["log"], "w", newline="")
         self._log = csv.writer(self._log_handle)
-        self._log.writerow(["step", "force_evaluations", "potential_energy_kJ_per_mol",
+        self._log.writerow(["step", "chain", "force_evaluations", "potential_energy_kJ_per_mol",
                             "reduced_energy_kT", "acceptance"])
 
     def write_topology(self, positions):
         with open(self.paths["topology"], "w") as handle:
             app.PDBFile.writeFile(self.target.topology, positions, handle)
 
-    def write(self, step, evaluations, positions_nm, reduced_energy, stats):
+    def write(self, step, evaluations, positions_nm, reduced_energy, stats, chain=0):
         if not np.isfinite(reduced_energy):
             raise SamplingError(
                 f"{self.method} on {self.target.name}: energy became {reduced_energy} at step "
@@ -209,7 +209,7 @@ class _Writer:
         self._dcd.writeModel(xyz * unit.nanometer)
         self._dcd_handle.flush()
         self.frames += 1
-        self._log.writerow([step, int(evaluations), f"{reduced_energy * self.kt:.6f}",
+        self._log.writerow([step, chain, int(evaluations), f"{reduced_energy * self.kt:.6f}",
                             f"{reduced_energy:.6f}", _format_stats(stats)])
         self._log_handle.flush()
 
@@ -353,16 +353,26 @@ def _run_tempering(target, method, force_evals, out, seed, n_frames, platform, s
 
 def _run_torch(target, method, force_evals, out, seed, n_frames, platform, start, progress,
                options):
+    """Torch samplers; ``chains`` (option, default 1) independent chains run as one batch.
+
+    With several chains every report writes one frame per chain, in chain order (frame
+    ``i * chains + k`` is chain k at report i; ``traj[k::chains]`` selects a chain), and the
+    budget counts the evaluations of all chains.
+    """
     from .torch_mcmc import EnergyAndForce
+    n_chains = int(options.pop("chains", 1))
+    if n_chains < 1:
+        raise ValueError(f"chains must be >= 1, got {n_chains}")
     x0 = torch.as_tensor(np.asarray(start.value_in_unit(unit.nanometer) if unit.is_quantity(start)
                                     else start, dtype=np.float64))[None, :, :target.spatial_dim]
+    x0 = x0.repeat(n_chains, 1, 1)
     with EnergyAndForce(target, platform=platform) as energy:
         sampler = TORCH_METHODS[method](target, energy, seed, **options)
-        per_step = _evals_per_step(method, sampler)
-        n_steps = int((force_evals - 1) // per_step)  # one evaluation goes to the start
+        per_step = _evals_per_step(method, sampler) * n_chains
+        n_steps = int((force_evals - n_chains) // per_step)  # one evaluation per chain at the start
         if n_steps < 1:
             raise ValueError(f"a budget of {force_evals} force evaluations is less than one "
-                             f"step of {method} ({per_step:g} evaluations)")
+                             f"step of {method} on {n_chains} chain(s) ({per_step:g} evaluations)")
         interval = max(1, n_steps // n_frames)
         writer = _Writer(target, out, interval, method)
         try:
@@ -378,11 +388,12 @@ def _run_torch(target, method, force_evals, out, seed, n_frames, platform, start
                     accepted[info["level"]] += float(info["init_accepted"].double().mean())
                     tried[info["level"]] += 1
                 if step % interval == 0 or step == n_steps:
-                    u = info if isinstance(info, torch.Tensor) else energy(x[:1].detach())[0]
+                    u = info if isinstance(info, torch.Tensor) else energy(x.detach())[0]
                     stats = ({"init_acceptance": accepted / np.maximum(tried, 1)}
                              if isinstance(info, dict) else {})
-                    writer.write(step, round(step * per_step), x[0].detach().numpy(),
-                                 float(u[0]), stats)
+                    for k in range(n_chains):
+                        writer.write(step, round(step * per_step), x[k].detach().numpy(),
+                                     float(u[k]), stats, chain=k)
             result = sampler.run(x0, n_steps, burn_in=min(1000, n_steps // 10), progress=progress,
                                  keep_samples=False, callback=callback)
         finally:

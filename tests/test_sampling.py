@@ -71,3 +71,19 @@ def test_bad_arguments(dw4, tmp_path):
         run_sampler(dw4, method="nope", out=str(tmp_path / "a.dcd"))
     with pytest.raises(ValueError, match="less than one step"):
         run_sampler(dw4, method="hmc", force_evals=3, out=str(tmp_path / "a.dcd"), progress=False)
+
+
+def test_torch_chains_share_the_budget(dw4, tmp_path):
+    out = str(tmp_path / "chains.dcd")
+    result = run_sampler(dw4, method="mala", force_evals=4000, out=out, n_frames=10, seed=2,
+                         progress=False, chains=4)
+    assert result.force_evaluations <= 4000
+    traj = mdtraj.load(out, top=str(tmp_path / "chains.pdb"))
+    assert traj.n_frames == result.n_frames and traj.n_frames % 4 == 0
+    log = np.genfromtxt(tmp_path / "chains.csv", delimiter=",", names=True)
+    np.testing.assert_array_equal(log["chain"][:8], [0, 1, 2, 3, 0, 1, 2, 3])
+    # chains are independent: their last frames differ
+    last = traj.xyz[-4:]
+    assert not np.allclose(last[0], last[1])
+    with pytest.raises(ValueError, match="chains must be >= 1"):
+        run_sampler(dw4, method="mala", out=out, chains=0, progress=False)
