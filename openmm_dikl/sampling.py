@@ -288,14 +288,19 @@ def run_sampler(target, method="langevin", force_evals=100000, out="samples.dcd"
                   platform or target.platform, start, progress, options)
 
 
+def _schedule(force_evals, per_step, n_frames, what):
+    """Steps that fit a budget of force evaluations, and the steps between frames."""
+    n_steps = int(force_evals // per_step)
+    if n_steps < 1:
+        raise ValueError(f"a budget of {force_evals} force evaluations is less than one "
+                         f"{what} ({per_step:g} evaluations)")
+    return n_steps, max(1, n_steps // n_frames)
+
+
 def _run_integrator(target, method, force_evals, out, seed, n_frames, platform, start,
                     progress, options):
     integrator, per_step, statistics = make_integrator(method, target, **options)
-    n_steps = force_evals // per_step
-    if n_steps < 1:
-        raise ValueError(f"a budget of {force_evals} force evaluations is less than one step "
-                         f"of {method} ({per_step} evaluations)")
-    interval = max(1, n_steps // n_frames)
+    n_steps, interval = _schedule(force_evals, per_step, n_frames, f"step of {method}")
     integrator.setRandomNumberSeed(seed + 1)
     context = openmm.Context(target.system, integrator, openmm.Platform.getPlatformByName(platform))
     context.setPositions(start)
@@ -332,11 +337,7 @@ def _run_tempering(target, method, force_evals, out, seed, n_frames, platform, s
     sampler = ParallelTempering(target.system, start, ladder, platform=platform, seed=seed,
                                 **options)
     per_step = sampler.force_evaluations_per_iteration
-    n_steps = force_evals // per_step
-    if n_steps < 1:
-        raise ValueError(f"a budget of {force_evals} force evaluations is less than one "
-                         f"iteration of pt ({per_step} evaluations)")
-    interval = max(1, n_steps // n_frames)
+    n_steps, interval = _schedule(force_evals, per_step, n_frames, "iteration of pt")
     writer = _Writer(target, out, interval, method)
     try:
         writer.write_topology(start)
@@ -369,11 +370,9 @@ def _run_torch(target, method, force_evals, out, seed, n_frames, platform, start
     with EnergyAndForce(target, platform=platform) as energy:
         sampler = TORCH_METHODS[method](target, energy, seed, **options)
         per_step = _evals_per_step(method, sampler) * n_chains
-        n_steps = int((force_evals - n_chains) // per_step)  # one evaluation per chain at the start
-        if n_steps < 1:
-            raise ValueError(f"a budget of {force_evals} force evaluations is less than one "
-                             f"step of {method} on {n_chains} chain(s) ({per_step:g} evaluations)")
-        interval = max(1, n_steps // n_frames)
+        # one evaluation per chain goes to the starting point
+        n_steps, interval = _schedule(force_evals - n_chains, per_step, n_frames,
+                                      f"step of {method} on {n_chains} chain(s)")
         writer = _Writer(target, out, interval, method)
         try:
             writer.write_topology(target.to_openmm_positions(x0[0].numpy()))
