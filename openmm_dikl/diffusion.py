@@ -25,7 +25,7 @@ __all__ = ["VPSchedule", "gaussian_noise", "perturb", "level_weights", "model_sc
            "mixed_score_identity", "denoising_score_identity", "target_score_identity",
            "dikl_surrogate_loss"]
 
-WEIGHTINGS = ("sigma2", "uniform")
+WEIGHTINGS = ("sigma2", "uniform", "inv_alpha")
 PARAMETERIZATIONS = ("noise", "score")
 
 
@@ -147,12 +147,19 @@ def level_weights(schedule, t_index, weighting="sigma2"):
 
     ``"sigma2"``: w = σ_t² (the DSM loss becomes the plain ε-prediction loss
     ||ε̂ − ε||², and score errors, which scale like 1/σ_t, are balanced across levels);
-    ``"uniform"``: w = 1.
+    ``"uniform"``: w = 1;
+    ``"inv_alpha"``: w = 1/α_t (in the DiKL gradient this cancels the factor α_t of
+    ∂x_t/∂θ, so strongly noised levels, which connect distant modes, keep their full
+    weight; the DiKL code's "1/a" for MoG-40 and MW-32).
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
     sigma = schedule.sigma(t_index)
-    return sigma**2 if weighting == "sigma2" else torch.ones_like(sigma)
+    if weighting == "sigma2":
+        return sigma**2
+    if weighting == "inv_alpha":
+        return 1.0 / schedule.alpha(t_index)
+    return torch.ones_like(sigma)
 
 
 def model_score(score_model, x_t, t_index, schedule, parameterization="noise"):
@@ -193,7 +200,7 @@ def dsm_loss(score_model, x0, schedule, t_index, generator=None, centre=False,
         Source of the noise ε.
     centre : bool
         Zero-centre-of-mass noise (translation-invariant targets).
-    weighting : {"sigma2", "uniform"}
+    weighting : {"sigma2", "uniform", "inv_alpha"}
         See :func:`level_weights`.  "sigma2" with the noise parameterization gives the
         ε-prediction loss mean ||ε̂ − ε||².
     parameterization : {"noise", "score"}

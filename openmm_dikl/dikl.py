@@ -14,6 +14,7 @@ full training state, replaced atomically), ``log.csv`` (one row per iteration),
 ``eval.csv`` (one row per evaluation, if an ``eval_fn`` is given) and ``sampler.pt``
 (generator only, see :func:`save_sampler`).
 """
+import copy
 import csv
 import dataclasses
 import logging
@@ -29,8 +30,8 @@ import torch
 from openmm import unit
 from tqdm.auto import tqdm
 
-from .diffusion import (VPSchedule, dikl_surrogate_loss, dsm_loss, gaussian_noise, level_weights,
-                        mixed_score_identity, model_score, perturb)
+from .diffusion import (WEIGHTINGS, VPSchedule, dikl_surrogate_loss, dsm_loss, gaussian_noise,
+                        level_weights, mixed_score_identity, model_score, perturb)
 from .models import remove_mean
 
 __all__ = ["CheckpointError", "EnergyAndForce", "target_energy_and_force", "PosteriorSample",
@@ -46,7 +47,8 @@ BUNDLED_SAMPLERS = ("dw4", "lj13", "mw32", "mog40")
 _RESUMABLE_FIELDS = {"n_iterations", "checkpoint_every", "eval_every", "eval_samples",
                      "use_bridge"}
 _LOG_COLUMNS = ["iteration", "dsm_loss", "score_gap", "acceptance", "step_size_min",
-                "step_size_max", "ess_fraction", "energy_evaluations", "wall_time_s"]
+                "step_size_max", "ess_fraction", "energy_evaluations", "n_dropped",
+                "skipped_steps", "wall_time_s"]
 
 
 class CheckpointError(ValueError):
@@ -337,6 +339,11 @@ class DiKLConfig:
         Generator samples per generator step (1024).
     score_batch_size : int or None
         Samples per score (DSM) step; None = ``batch_size``.
+    score_samples_per_iter : int or None
+        None: every DSM step draws fresh generator samples.  N: N generator samples are
+        drawn once per iteration and every DSM step of that iteration takes a random
+        ``score_batch_size`` of them (fresh noise and levels each step).  A large
+        generator's forward pass, not the score network, then stops dominating the cost.
     lr_generator, lr_score : float
         Adam learning rates (5e-4, 1e-4).
     score_steps_per_iter : int
@@ -349,8 +356,13 @@ class DiKLConfig:
         adapted across iterations (they are part of the checkpoint).
     acceptance_range, step_adapt_factor : (float, float), float
         MALA step adaptation ([0.5, 0.6], ×/÷ 1.1 per step).
-    weighting : {"sigma2", "uniform"}
-        Level weight w(t) of both the DSM loss and the DiKL gradient.
+    weighting : {"sigma2", "uniform", "inv_alpha"}
+        Level weight w(t) of the DSM loss (and of the DiKL gradient unless
+        ``generator_weighting`` is set); see :func:`~openmm_dikl.diffusion.level_weights`.
+    generator_weighting : {"sigma2", "uniform", "inv_alpha"} or None
+        Level weight w(t) of the DiKL generator gradient; None = ``weighting``.  The DiKL
+        code uses "uniform" for DW-4 / LJ-13 (every level counts equally in Σ_t KL_t) and
+        "inv_alpha" for MoG-40 / MW-32.
     parameterization : {"noise", "score"}
         What the score network outputs (see :mod:`openmm_dikl.diffusion`).
     centre : bool or None
@@ -358,6 +370,15 @@ class DiKLConfig:
         n_particles > 1 and the forces sum to zero, i.e. u is translation invariant).
     grad_clip : float or None
         Clip the global gradient norm of both networks.
+    lr_decay : float or None
+        If set, both learning rates follow a cosine from their initial value down to
+        ``lr_decay`` times it at iteration ``n_iterations`` (and stay there); None keeps
+        them constant.  A resumed run with a different ``n_iterations`` stretches the
+        cosine from that point on.
+    ema_decay : float or None
+        If set (in (0, 1)), an exponential moving average of the generator weights,
+        ema ← d·ema + (1 − d)·θ after every generator step, is kept and used for
+        evaluation and for the saved sampler (it averages out the last steps' noise).
     n_iterations, checkpoint_every, eval_every, eval_samples : int
         Default length of :meth:`DiKLTrainer.train`, checkpoint and evaluation periods
         (0 = never) and the number of samples handed to ``eval_fn``.
@@ -372,6 +393,7 @@ class DiKLConfig:
     beta_max: float = 0.05
     batch_size: int = 1024
     score_batch_size: Optional[int] = None
+    score_samples_per_iter: Optional[int] = None
     lr_generator: float = 5e-4
     lr_score: float = 1e-4
     score_steps_per_iter: int = 100
@@ -383,9 +405,12 @@ class DiKLConfig:
     acceptance_range: Tuple[float, float] = (0.5, 0.6)
     step_adapt_factor: float = 1.1
     weighting: str = "sigma2"
+    generator_weighting: Optional[str] = None
     parameterization: str = "noise"
     centre: Optional[bool] = None
     grad_clip: Optional[float] = None
+    lr_decay: Optional[float] = None
+    ema_decay: Optional[float] = None
     n_iterations: int = 2000
     checkpoint_every: int = 100
     eval_every: int = 0
@@ -404,17 +429,28 @@ class DiKLConfig:
             low = 1 if name in positive else 0
             if isinstance(value, bool) or int(value) != value or value < low:
                 raise ValueError(f"DiKLConfig.{name} must be an integer >= {low}, got {value!r}")
-        if self.score_batch_size is not None and self.score_batch_size < 1:
-            raise ValueError(f"DiKLConfig.score_batch_size must be >= 1, got "
-                             f"{self.score_batch_size}")
+        for name in ("score_batch_size", "score_samples_per_iter"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or int(value) != value
+                                      or value < 1):
+                raise ValueError(f"DiKLConfig.{name} must be None or an integer >= 1, got "
+                                 f"{value!r}")
         for name in ("lr_generator", "lr_score", "mala_init_step"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"DiKLConfig.{name} must be positive, got {getattr(self, name)}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"DiKLConfig.grad_clip must be positive or None, got {self.grad_clip}")
-        if self.weighting not in ("sigma2", "uniform"):
-            raise ValueError(f"DiKLConfig.weighting must be 'sigma2' or 'uniform', got "
+        if self.lr_decay is not None and not 0.0 < self.lr_decay <= 1.0:
+            raise ValueError(f"DiKLConfig.lr_decay must be in (0, 1] or None, got {self.lr_decay}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"DiKLConfig.ema_decay must be in (0, 1) or None, got "
+                             f"{self.ema_decay}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"DiKLConfig.weighting must be one of {WEIGHTINGS}, got "
                              f"{self.weighting!r}")
+        if self.generator_weighting is not None and self.generator_weighting not in WEIGHTINGS:
+            raise ValueError(f"DiKLConfig.generator_weighting must be None or one of "
+                             f"{WEIGHTINGS}, got {self.generator_weighting!r}")
         if self.parameterization not in ("noise", "score"):
             raise ValueError(f"DiKLConfig.parameterization must be 'noise' or 'score', got "
                              f"{self.parameterization!r}")
@@ -569,16 +605,54 @@ class DiKLTrainer:
         self.rng = torch.Generator().manual_seed(int(cfg.seed))
         self.opt_generator = torch.optim.Adam(generator.parameters(), lr=cfg.lr_generator)
         self.opt_score = torch.optim.Adam(score_model.parameters(), lr=cfg.lr_score)
+        #: Moving average of the generator weights (None without ``config.ema_decay``).
+        self.generator_ema = None
+        if cfg.ema_decay is not None:
+            self.generator_ema = copy.deepcopy(generator)
+            self.generator_ema.requires_grad_(False)
         ratio2 = (self.schedule.sigmas / self.schedule.alphas) ** 2
         #: MALA step size (nm²) of each noise level, adapted across iterations.
         self.step_sizes = cfg.mala_init_step * ratio2.clamp(max=1.0)
         self.iteration = 0
         self.wall_time = 0.0
+        #: Optimiser steps skipped because of non-finite gradients (both networks).
+        self.skipped_steps = 0
         logger.info("DiKL on %s: centre=%s, force source=%s", target.name, self.centre,
                     "OpenMM bridge" if getattr(self.energy_and_force, "uses_bridge", False)
                     else "torch")
 
     # ------------------------------------------------------------------ one iteration
+    @property
+    def sampling_generator(self):
+        """The network to draw samples from: the weight average if kept, else the generator."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
+    def learning_rate_factor(self, iteration=None):
+        """Factor (0, 1] applied to both learning rates at ``iteration`` (default: the next)."""
+        cfg = self.config
+        if cfg.lr_decay is None:
+            return 1.0
+        it = self.iteration if iteration is None else int(iteration)
+        progress = min(it / max(cfg.n_iterations, 1), 1.0)
+        return cfg.lr_decay + (1.0 - cfg.lr_decay) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def _set_learning_rates(self):
+        factor = self.learning_rate_factor()
+        for optimizer, lr in ((self.opt_generator, self.config.lr_generator),
+                              (self.opt_score, self.config.lr_score)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr * factor
+
+    @torch.no_grad()
+    def _update_ema(self):
+        if self.generator_ema is None:
+            return
+        decay = self.config.ema_decay
+        for avg, param in zip(self.generator_ema.parameters(), self.generator.parameters()):
+            avg.mul_(decay).add_(param.detach(), alpha=1.0 - decay)
+        for avg, buf in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            avg.copy_(buf)
+
     def _draw(self, n):
         """n generator samples (nm), centred if the run is in the centred subspace."""
         x = self.generator.sample(n, generator=self.rng)
@@ -588,23 +662,51 @@ class DiKLTrainer:
                              f"expected {expected}")
         return remove_mean(x) if self.centre else x
 
-    def _clip(self, module):
-        if self.config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
+    def _update(self, module, optimizer):
+        """Clip and apply the gradients of ``module``; skip the step if any is not finite.
 
-    def score_step(self):
-        """One DSM step of the score network on fresh generator samples; returns the loss."""
+        Returns True if the parameters were updated.  A single non-finite gradient (e.g.
+        from an overflowing sample) would otherwise turn every parameter into NaN.
+        """
+        params = [p for p in module.parameters() if p.grad is not None]
+        limit = self.config.grad_clip if self.config.grad_clip is not None else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(params, limit) if params else torch.zeros(())
+        if not torch.isfinite(norm):
+            optimizer.zero_grad()
+            self.skipped_steps += 1
+            log = logger.warning if self.skipped_steps in (1, 10, 100, 1000) else logger.debug
+            log("iteration %d: non-finite %s gradient, step skipped (%d so far)",
+                self.iteration + 1, type(module).__name__, self.skipped_steps)
+            return False
+        optimizer.step()
+        return True
+
+    def score_step(self, pool=None):
+        """One DSM step of the score network; returns the loss.
+
+        Parameters
+        ----------
+        pool : torch.Tensor, shape=(N, n, d), optional
+            Detached generator samples (nm) to draw the batch from (a random subset of
+            ``score_batch_size``, or all of them if N is not larger); default: fresh
+            generator samples.
+        """
         cfg = self.config
         n = cfg.score_batch_size or cfg.batch_size
-        with torch.no_grad():
-            x0 = self._draw(n)
+        if pool is None:
+            with torch.no_grad():
+                x0 = self._draw(n)
+        elif len(pool) > n:
+            x0 = pool[torch.randperm(len(pool), generator=self.rng)[:n]]
+        else:
+            x0 = pool
+            n = len(pool)
         t_index = self.schedule.sample_levels(n, self.rng)
         loss = dsm_loss(self.score_model, x0, self.schedule, t_index, self.rng, self.centre,
                         cfg.weighting, cfg.parameterization)
         self.opt_score.zero_grad()
         loss.backward()
-        self._clip(self.score_model)
-        self.opt_score.step()
+        self._update(self.score_model, self.opt_score)
         return float(loss.detach())
 
     def generator_loss(self):
@@ -635,23 +737,38 @@ class DiKLTrainer:
         with torch.no_grad():
             s_model = model_score(self.score_model, x_t.detach(), t_index, self.schedule,
                                   cfg.parameterization).to(torch.float64)
-        weights = level_weights(self.schedule, t_index, cfg.weighting)
+        weights = level_weights(self.schedule, t_index,
+                                cfg.generator_weighting or cfg.weighting)
+        # Samples whose scores overflow (far outliers of a young generator) carry no usable
+        # gradient: drop them instead of letting one inf poison the whole batch.
+        finite = (torch.isfinite(s_model).flatten(1).all(1)
+                  & torch.isfinite(s_target).flatten(1).all(1))
+        if not finite.all():
+            keep = finite[:, None, None]
+            s_model = torch.where(keep, s_model, torch.zeros_like(s_model))
+            s_target = torch.where(keep, s_target, torch.zeros_like(s_target))
         loss = dikl_surrogate_loss(x_t, s_model, s_target, weights)
-        gap = (weights * (s_model - s_target).pow(2).flatten(1).sum(1)).mean()
+        gap = (weights * (s_model - s_target).pow(2).flatten(1).sum(1))[finite].mean()
         stats = {"score_gap": float(gap), "acceptance": float(post.acceptance.mean()),
-                 "ess_fraction": float(post.ess_fraction.mean())}
+                 "ess_fraction": float(post.ess_fraction.mean()),
+                 "n_dropped": int((~finite).sum())}
         return loss, stats
 
     def step(self):
         """One DiKL iteration (score steps, then a generator step); returns its log row."""
         start = time.perf_counter()
         evaluations = self.posterior.n_evaluations
-        dsm = [self.score_step() for _ in range(self.config.score_steps_per_iter)]
+        self._set_learning_rates()
+        pool = None
+        if self.config.score_samples_per_iter is not None and self.config.score_steps_per_iter:
+            with torch.no_grad():
+                pool = self._draw(self.config.score_samples_per_iter)
+        dsm = [self.score_step(pool) for _ in range(self.config.score_steps_per_iter)]
         loss, stats = self.generator_loss()
         self.opt_generator.zero_grad()
         loss.backward()
-        self._clip(self.generator)
-        self.opt_generator.step()
+        if self._update(self.generator, self.opt_generator):
+            self._update_ema()
         self.iteration += 1
         self.wall_time += time.perf_counter() - start
         row = {"iteration": self.iteration,
@@ -661,6 +778,7 @@ class DiKLTrainer:
                "step_size_max": float(self.step_sizes.max()),
                "ess_fraction": stats["ess_fraction"],
                "energy_evaluations": self.posterior.n_evaluations - evaluations,
+               "n_dropped": stats["n_dropped"], "skipped_steps": self.skipped_steps,
                "wall_time_s": self.wall_time}
         return row
 
@@ -673,7 +791,7 @@ class DiKLTrainer:
             return {}
         gen = torch.Generator().manual_seed(int(self.config.seed) * 1_000_003 + self.iteration)
         with torch.no_grad():
-            x = self.generator.sample(self.config.eval_samples, generator=gen)
+            x = self.sampling_generator.sample(self.config.eval_samples, generator=gen)
             x = (remove_mean(x) if self.centre else x).to(torch.float64)
         metrics = self.eval_fn(self.target, x)
         return {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
@@ -684,11 +802,14 @@ class DiKLTrainer:
         return {"format": CHECKPOINT_FORMAT, "kind": "trainer",
                 "target_name": self.target.name, "n_particles": self.target.n_particles,
                 "spatial_dim": self.target.spatial_dim, "iteration": self.iteration,
-                "wall_time": self.wall_time, "config": self.config.to_dict(),
+                "wall_time": self.wall_time, "skipped_steps": self.skipped_steps,
+                "config": self.config.to_dict(),
                 "centre": self.centre,
                 "generator_config": getattr(self.generator, "config", None),
                 "score_config": getattr(self.score_model, "config", None),
                 "generator_state": self.generator.state_dict(),
+                "generator_ema_state": (None if self.generator_ema is None
+                                        else self.generator_ema.state_dict()),
                 "score_state": self.score_model.state_dict(),
                 "opt_generator_state": self.opt_generator.state_dict(),
                 "opt_score_state": self.opt_score.state_dict(),
@@ -726,6 +847,11 @@ class DiKLTrainer:
                 raise CheckpointError(f"checkpoint file {path!r} holds a {what} built with "
                                       f"{obj[f'{what}_config']}, not {config}")
         _load_state(self.generator, obj["generator_state"], "generator", path)
+        if self.generator_ema is not None:
+            ema_state = obj.get("generator_ema_state")
+            if ema_state is None:
+                raise CheckpointError(f"checkpoint file {path!r} has no generator average")
+            _load_state(self.generator_ema, ema_state, "generator average", path)
         _load_state(self.score_model, obj["score_state"], "score network", path)
         _load_state(self.opt_generator, obj["opt_generator_state"], "generator optimiser", path)
         _load_state(self.opt_score, obj["opt_score_state"], "score optimiser", path)
@@ -733,6 +859,7 @@ class DiKLTrainer:
         self.step_sizes = obj["step_sizes"].to(torch.float64).clone()
         self.iteration = int(obj["iteration"])
         self.wall_time = float(obj["wall_time"])
+        self.skipped_steps = int(obj.get("skipped_steps", 0))
         self.centre = bool(obj["centre"])
         self.posterior.centre = self.centre
 
@@ -805,7 +932,7 @@ class DiKLTrainer:
         if paths:
             self.save_checkpoint(paths["checkpoint"])
             if getattr(self.generator, "config", None) is not None:
-                save_sampler(paths["sampler"], self.target.name, self.generator,
+                save_sampler(paths["sampler"], self.target.name, self.sampling_generator,
                              {"iteration": self.iteration, "config": cfg.to_dict()},
                              centre=self.centre)
         return rows
@@ -1005,7 +1132,9 @@ def load_sampler(name_or_path, target=None):
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint file {path!r} holds a generator config that "
                               f"openmm_dikl.models cannot build: {err}") from err
-    _load_state(generator, obj["generator_state"], "generator", path)
+    # a trainer checkpoint with a weight average samples from the average
+    state = obj.get("generator_ema_state") or obj["generator_state"]
+    _load_state(generator, state, "generator", path)
     if (generator.n_particles, generator.spatial_dim) != (obj["n_particles"], obj["spatial_dim"]):
         raise CheckpointError(f"checkpoint file {path!r}: the generator shape does not match "
                               f"the stored system shape")

@@ -51,6 +51,16 @@ def test_level_index_validation():
         level_weights(s, torch.tensor([0]), "sigma")
 
 
+def test_level_weights_values():
+    s = VPSchedule(5, 1e-3, 0.3)
+    t = torch.tensor([0, 2, 4, 4])
+    assert torch.equal(level_weights(s, t, "sigma2"), s.sigmas[t] ** 2)
+    assert torch.equal(level_weights(s, t, "uniform"), torch.ones(4, dtype=F64))
+    inv = level_weights(s, t, "inv_alpha")
+    assert torch.allclose(inv * s.alphas[t], torch.ones(4, dtype=F64))
+    assert float(inv[-1]) > 1.3  # the noisiest level (α ≈ 0.7) gets the largest weight
+
+
 def test_perturb_centred_noise():
     s = VPSchedule(5, 1e-3, 0.3)
     x0 = remove_mean(torch.randn(64, 4, 2, generator=gen(1), dtype=F64))

@@ -198,7 +198,8 @@ def test_centred_dikl_fits_translation_invariant_gaussian():
 def small_dw4_config(**changes):
     settings = dict(batch_size=32, score_batch_size=32, score_steps_per_iter=2, n_importance=4,
                     n_ais_steps=2, n_mala_steps=3, lr_generator=1e-3, lr_score=1e-3, seed=7,
-                    checkpoint_every=2)
+                    checkpoint_every=2, ema_decay=0.9, lr_decay=0.5, n_iterations=4,
+                    score_samples_per_iter=48)
     settings.update(changes)
     return DiKLConfig(**settings)
 
@@ -255,7 +256,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(dw4, tmp_path):
     resumed.train(4, out_dir=tmp_path / "run", resume=True, progress=False)
     state = resumed.state_dict()
     assert state["iteration"] == 4
-    for key in ("generator_state", "score_state"):
+    for key in ("generator_state", "generator_ema_state", "score_state"):
         for name, value in reference[key].items():
             assert torch.equal(state[key][name], value), (key, name)
     assert torch.equal(state["step_sizes"], reference["step_sizes"])
@@ -274,6 +275,10 @@ def test_resume_after_interruption_matches_uninterrupted_run(dw4, tmp_path):
     assert x.shape == (5, 4, 2) and x.dtype == F64
     assert torch.equal(x, sampler.sample(5, seed=3))
     assert sampler.to_mdtraj(3, seed=0).n_frames == 3
+    # the shipped sampler and a sampler read from the checkpoint are the weight average
+    for loaded in (sampler, load_sampler(tmp_path / "run" / "checkpoint.pt")):
+        for name, value in loaded.generator.state_dict().items():
+            assert torch.equal(value, state["generator_ema_state"][name]), name
 
 
 def test_checkpoint_errors(dw4, tmp_path):
@@ -308,9 +313,17 @@ def test_checkpoint_errors(dw4, tmp_path):
         trainer.train(3, out_dir=tmp_path / "empty", resume=True, progress=False)
 
 
-def test_load_sampler_bundled_missing_and_round_trip(tmp_path):
+def test_load_sampler_bundled_missing_and_round_trip(tmp_path, monkeypatch):
+    import openmm_dikl.systems
+
+    def not_shipped(filename):
+        raise FileNotFoundError(filename)
+
+    # an installation without the shipped checkpoint gives a clear error
+    monkeypatch.setattr(openmm_dikl.systems, "shipped_path", not_shipped)
     with pytest.raises(FileNotFoundError, match="systems/checkpoints/lj13.pt is missing"):
         load_sampler("lj13")
+    monkeypatch.undo()
     with pytest.raises(FileNotFoundError, match="neither a bundled sampler"):
         load_sampler("lj99")
     generator = MLPGenerator(1, 2, hidden=8, n_layers=1)
@@ -325,6 +338,111 @@ def test_load_sampler_bundled_missing_and_round_trip(tmp_path):
         save_sampler(path, "mog40", ShiftedGenerator())
 
 
+# ---------------------------------------------------------------------- trainer options
+class Quadratic:
+    """u = |x|² / 2 for 2 particles in 1-D (not translation invariant), torch only."""
+
+    name = "quadratic"
+    n_particles = 2
+    spatial_dim = 1
+
+    def reduced_energy(self, x):
+        return 0.5 * torch.as_tensor(x, dtype=F64).pow(2).sum((-2, -1))
+
+
+class CountingGenerator(MLPGenerator):
+    """An MLP generator that counts its calls and can emit one overflowing sample."""
+
+    def __init__(self):
+        super().__init__(2, 1, hidden=8, n_layers=1)
+        self.calls = 0
+        self.blow_up = False
+
+    def forward(self, z):
+        self.calls += 1
+        x = super().forward(z)
+        if self.blow_up:  # the first sample has overflowed
+            x = torch.cat([x[:1] * 0 + math.inf, x[1:]])
+        return x
+
+
+def small_quadratic_trainer(**changes):
+    torch.manual_seed(0)
+    settings = dict(n_levels=4, beta_min=1e-3, beta_max=0.2, batch_size=16,
+                    score_steps_per_iter=3, n_importance=2, n_ais_steps=0, n_mala_steps=1,
+                    seed=0)
+    settings.update(changes)
+    return DiKLTrainer(Quadratic(), CountingGenerator(), MLPScore(2, 1, hidden=8, n_layers=1),
+                       DiKLConfig(**settings))
+
+
+def test_score_samples_per_iter_draws_one_pool():
+    fresh = small_quadratic_trainer()
+    fresh.step()
+    assert fresh.generator.calls == 3 + 1  # every DSM step draws, then the generator step
+    pooled = small_quadratic_trainer(score_samples_per_iter=40)
+    pooled.step()
+    assert pooled.generator.calls == 1 + 1
+    assert all(math.isfinite(pooled.score_step(torch.zeros(5, 2, 1))) for _ in range(2))
+
+
+def test_generator_weighting_changes_only_the_generator_gradient():
+    grads = {}
+    for weighting in ("uniform", "inv_alpha"):
+        trainer = small_quadratic_trainer(generator_weighting=weighting)
+        loss, _ = trainer.generator_loss()
+        loss.backward()
+        grads[weighting] = torch.cat([p.grad.flatten() for p in trainer.generator.parameters()])
+    # inv_alpha weights every sample by 1/α > 1 (same random draws): a different gradient
+    assert not torch.allclose(grads["uniform"], grads["inv_alpha"])
+    assert DiKLConfig(generator_weighting=None).generator_weighting is None
+    with pytest.raises(ValueError, match="generator_weighting"):
+        DiKLConfig(generator_weighting="snr")
+
+
+def test_overflowing_samples_are_dropped_and_bad_steps_skipped():
+    trainer = small_quadratic_trainer(score_steps_per_iter=0)
+    trainer.generator.blow_up = True
+    row = trainer.step()
+    assert row["n_dropped"] == 1 and math.isfinite(row["score_gap"])
+    assert all(torch.isfinite(p).all() for p in trainer.generator.parameters())
+    # a NaN gradient (here: a NaN loss) leaves the parameters untouched
+    before = [p.detach().clone() for p in trainer.score_model.parameters()]
+    trainer.generator.blow_up = False
+    trainer.score_model.net[0].weight.register_hook(lambda g: g * math.nan)
+    trainer.score_step()
+    assert trainer.skipped_steps == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.score_model.parameters()))
+
+
+def test_learning_rate_decay_and_weight_average():
+    trainer = small_quadratic_trainer(lr_decay=0.1, n_iterations=10, ema_decay=0.5,
+                                      lr_generator=1e-2)
+    assert trainer.learning_rate_factor(0) == pytest.approx(1.0)
+    assert trainer.learning_rate_factor(5) == pytest.approx(0.55)
+    assert trainer.learning_rate_factor(10) == trainer.learning_rate_factor(30) == pytest.approx(0.1)
+    assert trainer.sampling_generator is trainer.generator_ema
+    start = [p.detach().clone() for p in trainer.generator.parameters()]
+    trainer.step()
+    assert trainer.opt_generator.param_groups[0]["lr"] == pytest.approx(1e-2)
+    after_one = [p.detach().clone() for p in trainer.generator.parameters()]
+    trainer.step()
+    assert trainer.opt_generator.param_groups[0]["lr"] == pytest.approx(
+        1e-2 * trainer.learning_rate_factor(1))
+    # ema = ½ (½ θ0 + ½ θ1) + ½ θ2
+    for avg, p0, p1, p2 in zip(trainer.generator_ema.parameters(), start, after_one,
+                               trainer.generator.parameters()):
+        assert torch.allclose(avg, 0.25 * p0 + 0.25 * p1 + 0.5 * p2.detach())
+    assert not torch.equal(next(trainer.generator_ema.parameters()),
+                           next(trainer.generator.parameters()))
+    assert DiKLTrainer(Quadratic(), MLPGenerator(2, 1), MLPScore(2, 1),
+                       DiKLConfig()).sampling_generator.__class__ is MLPGenerator
+    for bad in (dict(lr_decay=0.0), dict(lr_decay=1.5), dict(ema_decay=1.0),
+                dict(score_samples_per_iter=0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            DiKLConfig(**bad)
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="batch_size"):
         DiKLConfig(batch_size=0)
@@ -334,3 +452,45 @@ def test_config_validation():
         DiKLConfig(weighting="snr")
     with pytest.raises(ValueError, match="has 4 in 2-D"):
         DiKLTrainer(systems.get("dw4"), MLPGenerator(1, 2), MLPScore(4, 2), DiKLConfig())
+
+
+# ---------------------------------------------------------------------- shipped recipes
+def shipped_files(folder, suffix):
+    import glob
+    import os
+    root = os.path.join(os.path.dirname(__file__), "..", "systems", folder)
+    return sorted(glob.glob(os.path.join(root, f"*{suffix}")))
+
+
+@pytest.mark.parametrize("path", shipped_files("configs", ".json"))
+def test_shipped_recipes_build(path):
+    """Every recipe names a bundled system and builds matching networks and a config."""
+    import json
+    import os
+
+    from openmm_dikl.models import build_model
+    with open(path) as handle:
+        recipe = json.load(handle)
+    assert set(recipe) == {"system", "generator", "score_model", "dikl", "notes"}
+    assert os.path.basename(path) == f"{recipe['system']}.json"
+    target = systems.get(recipe["system"])
+    config = DiKLConfig(**recipe["dikl"])
+    generator, score = build_model(recipe["generator"]), build_model(recipe["score_model"])
+    for net in (generator, score):
+        assert (net.n_particles, net.spatial_dim) == (target.n_particles, target.spatial_dim)
+    assert config.n_iterations > 0 and recipe["notes"]
+
+
+@pytest.mark.parametrize("path", shipped_files("checkpoints", ".pt"))
+def test_shipped_checkpoints_load_and_sample(path):
+    """A shipped sampler loads by name, samples finite configurations and has its record."""
+    import json
+    import os
+    name = os.path.basename(path)[:-3]
+    sampler = load_sampler(name, target=name)
+    target = systems.get(name)
+    x = sampler.sample(64, seed=0)
+    assert x.shape == (64, target.n_particles, target.spatial_dim) and torch.isfinite(x).all()
+    with open(path[:-3] + ".json") as handle:
+        record = json.load(handle)
+    assert record["wall_time_s"] > 0 and "command" in record and "metrics" in record
