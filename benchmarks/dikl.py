@@ -1,0 +1,151 @@
+"""Benchmark of the shipped DiKL samplers (``systems/checkpoints/<name>.pt``).
+
+For every bundled system with a shipped checkpoint (DW-4, LJ-13, MW-32, MoG-40) this
+loads the generator with :func:`openmm_dikl.dikl.load_sampler` and prints
+
+* the metrics of the project protocol (``spec/methods.md``), each with the value an exact
+  sampler scores on the same protocol (the *noise floor*) beside it:
+  - DW-4, LJ-13: W2 (nm), energy TVD and interatomic-distance TVD of 2,000 model vs 2,000
+    reference samples, centred, 200 bins, mean over ``--repeats`` random subsets
+    (:func:`openmm_dikl.metrics.evaluate_samples`; floor: :func:`~openmm_dikl.metrics.noise_floor`);
+  - MoG-40: modes covered (of 40), mean log-density of the samples (exact −6.86) and the
+    total-variation error of the mode weights, on ``--n-mode-samples`` samples; floor:
+    the same numbers for exact samples;
+  - MW-32: largest and mean |P̂(x_k > 0) − P(x_k > 0)| over the 16 coordinates on
+    ``--n-mode-samples`` samples; floor: the same for exact samples;
+* the time to draw 1,000 samples from the generator (median and minimum of
+  ``--timing-repeats`` calls after a warm-up; one torch thread unless ``--threads``);
+* the training wall time, seed and command recorded in ``systems/checkpoints/<name>.json``
+  beside the checkpoint, and the targets of the DiKL issue.
+
+Run: ``python benchmarks/dikl.py [--systems dw4 mog40 ...] [--repeats 5] [--seed 0]``.
+Systems without a shipped checkpoint are listed as missing.
+"""
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from openmm_dikl import metrics, systems  # noqa: E402
+from openmm_dikl.dikl import BUNDLED_SAMPLERS, load_sampler  # noqa: E402
+from openmm_dikl.systems.base import shipped_path  # noqa: E402
+
+#: Targets of the DiKL issue (the DiKL paper's numbers, ×1 in our units).
+TARGETS = {
+    "dw4": {"w2": 1.58, "energy_tvd": 0.17, "distance_tvd": 0.10, "wall_time_h": 1.0},
+    "lj13": {"w2": 4.23, "energy_tvd": 0.24, "distance_tvd": 0.042, "wall_time_h": 2.5,
+             "sample_1000_s": 0.05},
+    "mog40": {"modes_covered": 40, "mean_log_density": -7.2},
+    "mw32": {"basin_max_error": 0.03},
+}
+
+
+def time_sampling(sampler, n=1000, repeats=20):
+    """(median, minimum) wall time in s of ``sampler.sample(n)`` after one warm-up call."""
+    sampler.sample(n, seed=0)
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        sampler.sample(n, seed=i + 1)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), float(np.min(times))
+
+
+def mode_metrics(name, target, x):
+    """Mode metrics of samples x (N, n, d) nm for MoG-40 or MW-32 (dict of floats)."""
+    if name == "mog40":
+        with open(shipped_path("mog40.json")) as handle:
+            means = np.asarray(json.load(handle)["means"], dtype=np.float64)
+        with torch.no_grad():
+            u = target.reduced_energy(torch.as_tensor(x)).numpy()
+        return {"modes_covered": float(metrics.mode_weights(x, means).astype(bool).sum()),
+                "mean_log_density": float(-u.mean()),  # u = −log p exactly for MoG-40
+                "mode_weight_tvd": metrics.mode_weight_error(x, means)}
+    errors = np.abs(metrics.basin_weights(x) - systems.many_well_positive_weight())
+    return {"basin_max_error": float(errors.max()), "basin_mean_error": float(errors.mean())}
+
+
+def exact_samples(target, n, seed):
+    """n exact samples (MoG-40, MW-32 have exact samplers behind reference_samples)."""
+    return np.asarray(target.reference_samples(n, seed=seed))
+
+
+def recorded(name):
+    """The JSON record beside a shipped checkpoint (empty dict if absent)."""
+    try:
+        with open(shipped_path(f"checkpoints/{name}.json")) as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return {}
+
+
+def fmt(value):
+    return "—" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
+
+
+def benchmark(name, args):
+    try:
+        sampler = load_sampler(name)
+    except FileNotFoundError as err:
+        print(f"\n{name}: no shipped checkpoint ({err})")
+        return
+    target = systems.get(name)
+    record = recorded(name)
+    median, minimum = time_sampling(sampler, 1000, args.timing_repeats)
+    print(f"\n== {name}: {sampler.source}")
+    print(f"   generator {sampler.generator.config['class']} "
+          f"({sum(p.numel() for p in sampler.generator.parameters())} parameters), "
+          f"trained {record.get('iterations', '?')} iterations, seed {record.get('seed', '?')}")
+    print(f"   training wall time: {fmt(record.get('wall_time_s'))} s "
+          f"({fmt(record.get('wall_time_s', float('nan')) / 3600)} h) on {record.get('machine', '?')}")
+    if record.get("command"):
+        print(f"   command: {record['command']}")
+    print(f"   1,000 samples: median {median * 1e3:.1f} ms, min {minimum * 1e3:.1f} ms "
+          f"({torch.get_num_threads()} thread(s))")
+    targets = TARGETS.get(name, {})
+    rows = []
+    if name in ("dw4", "lj13"):
+        x = sampler.sample(max(args.n_eval * 2, 10000) if args.n_eval else 10000,
+                           seed=args.seed).numpy()
+        model = metrics.evaluate_samples(target, x, n_eval=2000, n_repeats=args.repeats,
+                                         seed=args.seed)
+        floor = metrics.noise_floor(target, n_eval=2000, n_repeats=args.repeats, seed=args.seed)
+        for key in ("w2", "energy_tvd", "distance_tvd"):
+            rows.append((key, model[key], model[f"{key}_std"], floor[key], targets.get(key)))
+    else:
+        x = sampler.sample(args.n_mode_samples, seed=args.seed).numpy()
+        model = mode_metrics(name, target, x)
+        floor = mode_metrics(name, target, exact_samples(target, args.n_mode_samples, args.seed))
+        for key in model:
+            rows.append((key, model[key], None, floor[key], targets.get(key)))
+    print(f"   {'metric':<18}{'model':>10}{'± std':>9}{'exact/floor':>13}{'target':>9}")
+    for key, value, std, floor_value, target_value in rows:
+        print(f"   {key:<18}{fmt(value):>10}{fmt(std):>9}{fmt(floor_value):>13}"
+              f"{fmt(target_value):>9}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--systems", nargs="+", default=list(BUNDLED_SAMPLERS),
+                        choices=list(BUNDLED_SAMPLERS))
+    parser.add_argument("--repeats", type=int, default=5, help="random 2,000-vs-2,000 subsets")
+    parser.add_argument("--n-eval", type=int, default=5000,
+                        help="model samples drawn for DW-4 / LJ-13 (at least 2,000)")
+    parser.add_argument("--n-mode-samples", type=int, default=10000,
+                        help="samples for the MoG-40 / MW-32 mode metrics")
+    parser.add_argument("--timing-repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    for name in args.systems:
+        benchmark(name, args)
+
+
+if __name__ == "__main__":
+    main()
