@@ -478,6 +478,24 @@ def _is_translation_invariant(target, energy_and_force):
     return bool((total <= 1e-8 * (f.abs().sum((-2, -1)) + 1.0)).all())
 
 
+#: Fault-injection hook for tests/test_faults.py: with this variable set to K, the K-th
+#: checkpoint write of the process leaves a half-written temporary file and hangs (until
+#: killed), so a test can SIGKILL training deterministically in the middle of a write.
+_HANG_IN_SAVE_ENV = "OPENMM_DIKL_TEST_HANG_IN_SAVE"
+_save_calls = 0
+
+
+def _maybe_hang_in_save(handle):
+    global _save_calls
+    _save_calls += 1
+    if os.environ.get(_HANG_IN_SAVE_ENV) == str(_save_calls):
+        handle.flush()
+        handle.truncate(max(1, handle.tell() // 2))
+        handle.flush()
+        while True:
+            time.sleep(1.0)
+
+
 def _atomic_save(obj, path):
     """torch.save to a temporary file in the same folder, fsync, then os.replace."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -485,6 +503,7 @@ def _atomic_save(obj, path):
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(obj, handle)
+            _maybe_hang_in_save(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
