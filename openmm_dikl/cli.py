@@ -57,6 +57,9 @@ def build_parser():
                         help="independent chains of the torch methods (digs, mala, hmc), run as "
                              "one batch; frames are written in chain order at every report "
                              "(default 1)")
+    sample.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                        help="start the chains from one-shot samples of a trained DiKL generator "
+                             "(bundled system name or sampler file; torch methods only)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sample.add_argument("--platform", default=None, help="OpenMM platform (default: the system's)")
     sample.add_argument("--out", default="samples.dcd", help="output trajectory .dcd (default samples.dcd)")
@@ -86,6 +89,12 @@ def build_parser():
     generate.add_argument("-n", "--n-samples", type=int, default=1000, help="number of samples")
     generate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     generate.add_argument("--out", required=True, help="output file (.npy, .pdb, .dcd, .h5)")
+    generate.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                          help="polish every sample with STEPS exact MCMC steps on the true "
+                               "target (default 0: raw generator samples)")
+    generate.add_argument("--refine-method", default="mala", choices=["mala", "hmc", "digs"],
+                          help="kernel for --refine (default mala; step sizes adapt during the "
+                               "first half of the steps)")
 
     evaluate = sub.add_parser(
         "evaluate", help="compare samples with the target's reference; write plots",
@@ -149,11 +158,20 @@ def _cmd_sample(args):
     from .sampling import run_sampler
     target = _load_target(args)
     options = {"chains": args.chains} if args.chains != 1 else {}
-    if options and args.method not in ("digs", "mala", "hmc"):
-        raise CLIError(f"--chains applies to the torch methods digs, mala and hmc, not {args.method}")
+    if (options or args.init_from) and args.method not in ("digs", "mala", "hmc"):
+        raise CLIError(f"--chains and --init-from apply to the torch methods digs, mala and hmc, "
+                       f"not {args.method}")
+    positions = None
+    if args.init_from:
+        from .dikl import load_sampler
+        generator = load_sampler(args.init_from)
+        if generator.target_name != target.name:
+            raise CLIError(f"--init-from {args.init_from} is a generator for "
+                           f"{generator.target_name!r}, not {target.name!r}")
+        positions = generator.sample(args.chains, seed=args.seed).double().numpy()
     result = run_sampler(target, method=args.method, force_evals=args.force_evals, out=args.out,
                          seed=args.seed, n_frames=args.frames, platform=args.platform,
-                         progress=not args.no_progress, **options)
+                         positions=positions, progress=not args.no_progress, **options)
     print(f"{args.method} on {target.name}: {result.n_steps} steps, "
           f"{result.force_evaluations} force evaluations, {result.n_frames} frames")
     for key, path in result.paths.items():
@@ -191,10 +209,19 @@ def _cmd_generate(args):
         raise CLIError("-n must be positive")
     _check_folder_writable(args.out)
     sampler = load_sampler(args.source)
+    if args.refine < 0:
+        raise CLIError("--refine must be >= 0")
     x = sampler.sample(args.n_samples, seed=args.seed)
     from . import systems
     target = systems.get(sampler.target_name)
-    paths = write_samples(target, x.numpy(), args.out)
+    if args.refine:
+        from .refine import refine_samples
+        refined = refine_samples(target, x, args.refine, method=args.refine_method,
+                                 seed=args.seed, progress=True)
+        x = refined.samples
+        print(f"refined with {args.refine} {args.refine_method} steps: "
+              f"{refined.force_evaluations} force evaluations, acceptance {refined.acceptance:.2f}")
+    paths = write_samples(target, x.double().numpy(), args.out)
     print(f"{args.n_samples} samples of {sampler.target_name} -> {', '.join(paths)}")
     return 0
 

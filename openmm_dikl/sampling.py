@@ -256,8 +256,9 @@ def run_sampler(target, method="langevin", force_evals=100000, out="samples.dcd"
         Number of frames to write (evenly spaced over the run).
     platform : str, optional
         OpenMM platform name (default: the target's).
-    positions : openmm.unit.Quantity, optional
-        Starting positions (nm); default the target's.
+    positions : openmm.unit.Quantity or array, optional
+        Starting positions (nm), shape (n_particles, 3); torch methods also take one
+        start per chain, shape (chains, n_particles, spatial_dim); default the target's.
     **options
         Passed to the method's integrator or sampler factory.
 
@@ -365,8 +366,13 @@ def _run_torch(target, method, force_evals, out, seed, n_frames, platform, start
     if n_chains < 1:
         raise ValueError(f"chains must be >= 1, got {n_chains}")
     x0 = torch.as_tensor(np.asarray(start.value_in_unit(unit.nanometer) if unit.is_quantity(start)
-                                    else start, dtype=np.float64))[None, :, :target.spatial_dim]
-    x0 = x0.repeat(n_chains, 1, 1)
+                                    else start, dtype=np.float64))
+    x0 = (x0[None] if x0.dim() == 2 else x0)[..., :target.spatial_dim]
+    if x0.shape[0] == 1:
+        x0 = x0.repeat(n_chains, 1, 1)
+    elif x0.shape[0] != n_chains:
+        raise ValueError(f"positions hold {x0.shape[0]} starting configurations for "
+                         f"{n_chains} chains; give one, or one per chain")
     with EnergyAndForce(target, platform=platform) as energy:
         sampler = TORCH_METHODS[method](target, energy, seed, **options)
         per_step = _evals_per_step(method, sampler) * n_chains
