@@ -71,6 +71,9 @@ def _langevin(target, timestep=1.0, friction=1.0):
     On the 2-D targets the separable z coordinate is sampled too (z ~ N(0, 1) nm in
     reduced units); the logged energy includes its 0.5·z² term.
     """
+    if not (np.isfinite(timestep) and timestep > 0 and np.isfinite(friction) and friction >= 0):
+        raise ValueError(f"langevin needs timestep > 0 (fs) and friction >= 0 (1/ps), got "
+                         f"timestep={timestep}, friction={friction}")
     integrator = openmm.LangevinMiddleIntegrator(target.temperature, friction / unit.picosecond,
                                                  timestep * unit.femtosecond)
     return integrator, 1, lambda: {}
@@ -282,7 +285,7 @@ def run_sampler(target, method="langevin", force_evals=100000, out="samples.dcd"
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     _check_writable(out)
     check_samplable(target.system, f"method {method!r}")
-    start = target.positions if positions is None else positions
+    start = target.positions if positions is None else target.as_start_positions(positions)
     runner = (_run_integrator if method in INTEGRATOR_METHODS else
               _run_tempering if method == "pt" else _run_torch)
     return runner(target, method, int(force_evals), out, int(seed), int(n_frames),
