@@ -285,11 +285,22 @@ def run_sampler(target, method="langevin", force_evals=100000, out="samples.dcd"
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     _check_writable(out)
     check_samplable(target.system, f"method {method!r}")
-    start = target.positions if positions is None else target.as_start_positions(positions)
+    start = target.positions if positions is None else _start_positions(target, positions)
+    if isinstance(start, np.ndarray) and method not in TORCH_METHODS:
+        raise ValueError(f"one starting configuration per chain needs a torch method "
+                         f"({', '.join(TORCH_METHODS)}), not {method!r}")
     runner = (_run_integrator if method in INTEGRATOR_METHODS else
               _run_tempering if method == "pt" else _run_torch)
     return runner(target, method, int(force_evals), out, int(seed), int(n_frames),
                   platform or target.platform, start, progress, options)
+
+
+def _start_positions(target, positions):
+    """One start (Quantity (n, 3), nm) or one per chain (array (chains, n, 3), nm), validated."""
+    if not unit.is_quantity(positions) and np.ndim(positions) == 3:
+        return np.stack([target.as_start_positions(p, f"positions[{k}]").value_in_unit(unit.nanometer)
+                         for k, p in enumerate(positions)])
+    return target.as_start_positions(positions)
 
 
 def _schedule(force_evals, per_step, n_frames, what):
