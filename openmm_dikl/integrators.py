@@ -407,7 +407,7 @@ class DiffusiveGibbsIntegrator(ThermostatedIntegrator):
 
     @classmethod
     def check_system(cls, system):
-        """Raise ValueError if ``system`` has constraints or virtual sites.
+        """Raise ValueError if ``system`` has constraints, virtual sites or a barostat.
 
         Parameters
         ----------

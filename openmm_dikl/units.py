@@ -10,7 +10,11 @@ import torch
 from openmm import unit
 
 __all__ = ["MOLAR_GAS_CONSTANT", "REDUCED_TEMPERATURE", "as_kelvin", "as_nm", "kt_kjmol",
-           "check_positions"]
+           "check_positions", "check_bond_lengths", "BOND_LENGTH_RANGE"]
+
+#: Plausible range (nm) of the median bond length of a molecule; outside it the positions
+#: are almost surely in the wrong unit (Å passed as nm gives a median of 1-1.5).
+BOND_LENGTH_RANGE = (0.05, 0.5)
 
 #: Molar gas constant R in kJ/(mol K).
 MOLAR_GAS_CONSTANT = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
@@ -35,9 +39,21 @@ def as_kelvin(temperature):
     Raises
     ------
     ValueError
-        If the temperature is not finite and positive.
+        If the temperature is not a finite positive number.
+    TypeError
+        If it is a Quantity in a unit other than a temperature.
     """
-    value = temperature.value_in_unit(unit.kelvin) if unit.is_quantity(temperature) else float(temperature)
+    if unit.is_quantity(temperature):
+        if not temperature.unit.is_compatible(unit.kelvin):
+            raise TypeError(f"temperature must be compatible with kelvin, got a Quantity in "
+                            f"{temperature.unit}")
+        value = float(temperature.value_in_unit(unit.kelvin))
+    else:
+        try:
+            value = float(temperature)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"temperature must be a number in K or a Quantity, got "
+                             f"{type(temperature).__name__}") from err
     if not np.isfinite(value) or value <= 0:
         raise ValueError(f"temperature must be finite and positive, got {value} K")
     return value
@@ -57,11 +73,25 @@ def as_nm(value, name="value"):
         Quantity compatible with nanometer, or bare numbers in nm.
     name : str
         Name used in error messages.
+
+    Raises
+    ------
+    TypeError
+        A Quantity whose unit is not a length, or complex or boolean numbers.
+    ValueError
+        Values that are not numbers.
     """
     if unit.is_quantity(value):
+        if not value.unit.is_compatible(unit.nanometer):
+            raise TypeError(f"{name} must be a length (nm), got a Quantity in {value.unit}")
         value = value.value_in_unit(unit.nanometer)
     if isinstance(value, torch.Tensor):
+        if value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{name} must be real numbers in nm, got a {value.dtype} tensor")
         return value.detach().cpu().to(torch.float64).numpy()
+    array = np.asarray(value) if not isinstance(value, (str, bytes)) else None
+    if array is not None and (np.iscomplexobj(array) or array.dtype == bool):
+        raise TypeError(f"{name} must be real numbers in nm, got dtype {array.dtype}")
     try:
         return np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as err:
@@ -97,3 +127,37 @@ def check_positions(positions, n_particles, spatial_dim, name="positions", allow
         raise ValueError(f"{name} contains NaN or inf in sample {int(np.flatnonzero(bad)[0])} "
                          f"({int(bad.sum())} bad sample(s) in the batch)")
     return x
+
+
+def check_bond_lengths(xyz, bonds, name="positions"):
+    """Refuse positions whose bond lengths show they are not in nm (e.g. Å passed as nm).
+
+    Parameters
+    ----------
+    xyz : numpy.ndarray, shape=(batch, n_particles, 3)
+        Positions, supposedly in nm.
+    bonds : numpy.ndarray of int, shape=(n_bonds, 2)
+        Bonded particle pairs (e.g. from the topology); nothing is checked without bonds.
+    name : str
+        Name used in error messages.
+
+    Raises
+    ------
+    ValueError
+        If the median bond length of a configuration lies outside
+        :data:`BOND_LENGTH_RANGE` (0.05-0.5 nm; real bonds are 0.07-0.25 nm).
+    """
+    bonds = np.asarray(bonds, dtype=int).reshape(-1, 2)
+    if len(bonds) == 0:
+        return
+    lengths = np.linalg.norm(xyz[:, bonds[:, 0]] - xyz[:, bonds[:, 1]], axis=-1)
+    median = np.median(lengths, axis=1)
+    low, high = BOND_LENGTH_RANGE
+    bad = np.flatnonzero((median < low) | (median > high))
+    if len(bad):
+        value = float(median[bad[0]])
+        hint = ("about 10x too long: are the positions in angstrom? Pass nm, or a Quantity "
+                "such as positions * unit.angstrom" if value > high else
+                "far too short: are the positions in a unit larger than nm?")
+        raise ValueError(f"{name}: median bond length {value:.3g} nm in sample {int(bad[0])} "
+                         f"is outside the plausible {low}-{high} nm, {hint}")

@@ -8,7 +8,7 @@ import openmm
 import torch
 from openmm import app, unit
 
-from ..units import as_kelvin, check_positions, kt_kjmol
+from ..units import as_kelvin, as_nm, check_bond_lengths, check_positions, kt_kjmol
 
 __all__ = ["TargetSystem", "shipped_path", "as_torch_positions"]
 
@@ -38,12 +38,20 @@ def shipped_path(filename):
 
 
 def as_torch_positions(x, name="positions"):
-    """Positions (numpy, torch or Quantity) as a float64 torch tensor in nm, keeping autograd."""
-    if unit.is_quantity(x):
-        x = x.value_in_unit(unit.nanometer)
+    """Positions (numpy, torch or Quantity) as a float64 torch tensor in nm, keeping autograd.
+
+    Raises
+    ------
+    TypeError
+        A Quantity that is not a length, or complex or boolean values.
+    ValueError
+        Values that are not numbers.
+    """
     if isinstance(x, torch.Tensor):
+        if x.is_complex() or x.dtype == torch.bool:
+            raise TypeError(f"{name} must be real numbers in nm, got a {x.dtype} tensor")
         return x if x.dtype == torch.float64 else x.to(torch.float64)
-    return torch.as_tensor(np.asarray(x, dtype=np.float64))
+    return torch.as_tensor(as_nm(x, name))
 
 
 class TargetSystem:
@@ -80,6 +88,11 @@ class TargetSystem:
                  energy_fn=None, reference_fn=None, platform="Reference", description=""):
         if spatial_dim not in (2, 3):
             raise ValueError(f"spatial_dim must be 2 or 3, got {spatial_dim}")
+        if not isinstance(system, openmm.System):
+            raise TypeError(f"system must be an openmm.System, got {type(system).__name__}")
+        if not isinstance(topology, app.Topology):
+            raise TypeError(f"topology must be an openmm.app.Topology, got "
+                            f"{type(topology).__name__}")
         if topology.getNumAtoms() != system.getNumParticles():
             raise ValueError(f"topology has {topology.getNumAtoms()} atoms but the System has "
                              f"{system.getNumParticles()} particles")
@@ -88,8 +101,9 @@ class TargetSystem:
         self.topology = topology
         self.n_particles = system.getNumParticles()
         self.spatial_dim = spatial_dim
-        xyz = check_positions(positions, self.n_particles, 3, name="positions")[0]
-        self.positions = unit.Quantity(xyz, unit.nanometer)
+        self._bonds = np.array([[b[0].index, b[1].index] for b in topology.bonds()],
+                               dtype=int).reshape(-1, 2)
+        self.positions = self.as_start_positions(positions)
         self.temperature = as_kelvin(temperature) * unit.kelvin
         self.kT = kt_kjmol(self.temperature) * unit.kilojoule_per_mole
         self.platform = platform
@@ -167,6 +181,48 @@ class TargetSystem:
             raise NotImplementedError(f"no reference samples exist for system {self.name!r}")
         generator = torch.Generator().manual_seed(int(seed))
         return self._reference_fn(10000 if n is None else int(n), generator)
+
+    def check_length_scale(self, x, name="positions"):
+        """Refuse configurations whose bond lengths show they are not in nm.
+
+        Parameters
+        ----------
+        x : numpy.ndarray, shape=(batch, n_particles, spatial_dim)
+            Positions, supposedly in nm.  Only 3-D targets with bonds in the topology
+            are checked (see :func:`openmm_dikl.units.check_bond_lengths`).
+
+        Raises
+        ------
+        ValueError
+            If the median bond length is off the nm scale (e.g. positions in Å).
+        """
+        if self.spatial_dim == 3 and len(self._bonds):
+            check_bond_lengths(np.asarray(x)[:100], self._bonds, name=f"{self.name}: {name}")
+
+    def as_start_positions(self, positions, name="positions"):
+        """Validate one starting configuration and return it as an OpenMM (n, 3) Quantity in nm.
+
+        Parameters
+        ----------
+        positions : openmm.unit.Quantity or array-like, shape=(n_particles, 3) or (n_particles, spatial_dim)
+            A Quantity in any length unit (converted), or bare numbers in nm.
+
+        Raises
+        ------
+        ValueError
+            Wrong shape, NaN/inf, or bond lengths off the nm scale (positions in Å).
+        TypeError
+            A Quantity that is not a length, or complex/boolean values.
+        """
+        xyz = as_nm(positions, name)
+        if xyz.ndim == 2 and xyz.shape[-1] == self.spatial_dim == 2:
+            xyz = _pad3(xyz)
+        xyz = check_positions(xyz, self.n_particles, 3, name=name, allow_single=True)
+        if xyz.shape[0] != 1:
+            raise ValueError(f"{name} must be one configuration ({self.n_particles}, 3), got "
+                             f"a batch of {xyz.shape[0]}")
+        self.check_length_scale(xyz, name)
+        return unit.Quantity(xyz[0], unit.nanometer)
 
     def to_openmm_positions(self, x):
         """One configuration (n, spatial_dim) in nm as an OpenMM (n, 3) Quantity (z = 0 in 2-D)."""

@@ -8,10 +8,12 @@ __all__ = ["from_openmm", "check_samplable"]
 
 
 def check_samplable(system, what="openmm_dikl samplers"):
-    """Raise ValueError if ``system`` has constraints or virtual sites.
+    """Raise ValueError if ``system`` has constraints, virtual sites or a barostat.
 
     DiGS and DiKL sample every Cartesian degree of freedom: a constraint would be
     ignored (a silently wrong distribution) and a virtual site is not a free coordinate.
+    Periodic Systems are sampled in their default box, so a barostat (NPT) is refused
+    rather than silently ignored.
     """
     n_constraints = system.getNumConstraints()
     if n_constraints:
@@ -21,6 +23,11 @@ def check_samplable(system, what="openmm_dikl samplers"):
     if virtual:
         raise ValueError(f"the System has {len(virtual)} virtual sites (first: particle "
                          f"{virtual[0]}), which {what} cannot handle")
+    barostats = [type(f).__name__ for f in system.getForces() if "Barostat" in type(f).__name__]
+    if barostats:
+        raise ValueError(f"the System has a {barostats[0]}, but {what} sample at fixed volume "
+                         "(periodic Systems are evaluated in their default box); remove the "
+                         "barostat")
 
 
 def from_openmm(system, topology, positions, temperature, name="user", platform="Reference"):
@@ -33,7 +40,8 @@ def from_openmm(system, topology, positions, temperature, name="user", platform=
     topology : openmm.app.Topology
         Topology with one atom per particle.
     positions : openmm.unit.Quantity or array-like, shape=(n_atoms, 3)
-        Starting positions (nm if bare numbers).
+        Starting positions: a Quantity in any length unit (converted), or bare numbers
+        in nm.  Bond lengths off the nm scale (e.g. Å given as bare numbers) are refused.
     temperature : openmm.unit.Quantity or float
         Temperature (K).
     name : str
