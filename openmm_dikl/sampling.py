@@ -285,6 +285,9 @@ def run_sampler(target, method="langevin", force_evals=100000, out="samples.dcd"
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     _check_writable(out)
     check_samplable(target.system, f"method {method!r}")
+    if platform is not None:
+        from .bridge import _platform_name
+        platform = _platform_name(platform)
     start = target.positions if positions is None else _start_positions(target, positions)
     if isinstance(start, np.ndarray) and method not in TORCH_METHODS:
         raise ValueError(f"one starting configuration per chain needs a torch method "
