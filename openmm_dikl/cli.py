@@ -182,6 +182,8 @@ def _cmd_sample(args):
 def _cmd_train(args):
     from .recipes import load_recipe, train_from_recipe
     _bundled_system(args.system)
+    if args.iterations is not None and args.iterations < 1:
+        raise CLIError(f"--iterations must be positive, got {args.iterations}")
     recipe = load_recipe(args.system, args.config)
     _check_folder_writable(args.out)
     result = train_from_recipe(args.system, recipe, args.out, resume=args.resume,
