@@ -68,7 +68,8 @@ def read_samples(target, path, top=None):
     Raises
     ------
     FileNotFoundError, ValueError
-        Missing or unreadable file, or samples that do not fit the target.
+        Missing or unreadable file, or samples that do not fit the target (wrong shape,
+        NaN/inf, or bond lengths off the nm scale, e.g. a ``.npy`` saved in Å).
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"samples file {path} does not exist")
@@ -95,4 +96,7 @@ def read_samples(target, path, top=None):
             raise ValueError(f"{path} has {traj.n_atoms} atoms but system {target.name!r} has "
                              f"{target.n_particles}")
         x = traj.xyz.astype(np.float64)[..., :target.spatial_dim]
-    return check_positions(x, target.n_particles, target.spatial_dim, name=f"samples in {path}")
+    x = check_positions(x, target.n_particles, target.spatial_dim, name=f"samples in {path}")
+    if hasattr(target, "check_length_scale"):
+        target.check_length_scale(x, name=f"samples in {path}")
+    return x
