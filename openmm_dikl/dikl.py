@@ -30,6 +30,7 @@ import torch
 from openmm import unit
 from tqdm.auto import tqdm
 
+from . import distributed as _dist
 from .diffusion import (WEIGHTINGS, VPSchedule, dikl_surrogate_loss, dsm_loss, gaussian_noise,
                         level_weights, mixed_score_identity, model_score, perturb)
 from .models import remove_mean
@@ -558,6 +559,32 @@ def _load_state(module, state, what, path):
                               f"model: {err}") from err
 
 
+def _rank_seed(seed, rank):
+    """Seed of the torch.Generator of process ``rank``: ``seed`` itself on rank 0."""
+    if rank == 0:
+        return int(seed)
+    return (int(seed) + 0x9E3779B97F4A7C15 * int(rank)) % (2**63)
+
+
+def _share(n, rank, world):
+    """This process's part of ``n`` items split as evenly as possible over ``world``."""
+    return n // world + (1 if rank < n % world else 0)
+
+
+class _SampleModule(torch.nn.Module):
+    """Wraps a generator so that ``forward(n, generator)`` is ``generator.sample``.
+
+    DistributedDataParallel synchronises gradients only of what runs through ``forward``.
+    """
+
+    def __init__(self, generator):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, n, generator=None):
+        return self.generator.sample(n, generator=generator)
+
+
 class DiKLTrainer:
     """Trains a one-shot generator on a Boltzmann target by reverse diffusive KL.
 
@@ -581,6 +608,10 @@ class DiKLTrainer:
         torch.Generator, so evaluating does not change the training trajectory.
     energy_and_force : callable, optional
         Overrides the force source (x (B, n, d) nm -> (u, −∇u), float64).
+    distributed : bool or None
+        Data-parallel training over the default ``torch.distributed`` process group (see
+        :mod:`openmm_dikl.distributed`).  None: yes if a group with more than one process
+        is initialised; False: never; True: a group must be initialised.
 
     Notes
     -----
@@ -592,10 +623,25 @@ class DiKLTrainer:
     from the score network.  All randomness comes from one torch.Generator seeded with
     ``config.seed`` and saved in checkpoints, so a resumed run reproduces an uninterrupted
     one exactly (CPU, same thread count).
+
+    Data-parallel training (N processes, e.g. under torchrun): both networks are wrapped in
+    :class:`torch.nn.parallel.DistributedDataParallel` (gradients are averaged over the
+    processes during ``backward``; rank 0's initial weights are broadcast).  Every batch
+    of the config (``batch_size``, ``score_batch_size``, ``score_samples_per_iter``) is
+    the global batch: process r draws its share (``n // N``, plus one for the first
+    ``n % N`` ranks) from its own torch.Generator seeded with ``seed`` on rank 0 and a
+    rank-dependent mix of ``seed`` otherwise, runs the posterior sampler on its share,
+    and weights its loss by share/(n/N), so the averaged gradient is that of the mean
+    over the global batch.  The per-level MALA step sizes are adapted on each share and
+    then averaged (geometrically, weighted by the samples per level) over the processes;
+    the log row holds global averages and sums.  Only rank 0 writes files; checkpoints
+    hold unwrapped state dicts plus every rank's generator state, so a run can be resumed
+    with any number of processes (ranks not in the checkpoint get a fresh seed from
+    ``seed``, rank and iteration; the same N resumes exactly).
     """
 
     def __init__(self, target, generator, score_model, config=None, eval_fn=None,
-                 energy_and_force=None):
+                 energy_and_force=None, distributed=None):
         self.config = config if config is not None else DiKLConfig()
         if not isinstance(self.config, DiKLConfig):
             raise TypeError(f"config must be a DiKLConfig, got {type(self.config).__name__}")
@@ -621,7 +667,25 @@ class DiKLTrainer:
             n_mala_steps=cfg.n_mala_steps, n_posterior=cfg.n_posterior,
             acceptance_range=cfg.acceptance_range, adapt_factor=cfg.step_adapt_factor,
             centre=self.centre)
-        self.rng = torch.Generator().manual_seed(int(cfg.seed))
+        if distributed and not _dist.is_initialized():
+            raise ValueError("distributed=True needs an initialised torch.distributed process "
+                             "group (see openmm_dikl.distributed.init_from_env)")
+        #: Processes training together and the rank of this one (1 and 0 when alone).
+        self.world_size = _dist.world_size() if distributed is not False else 1
+        self.rank = _dist.rank() if self.world_size > 1 else 0
+        # The networks that run with gradients: DDP wrappers under a process group.
+        self._generator_train = self._score_train = None
+        if self.world_size > 1:
+            smallest = min(v for v in (cfg.batch_size, cfg.score_batch_size,
+                                       cfg.score_samples_per_iter) if v is not None)
+            if smallest < self.world_size:
+                raise ValueError(f"every DiKL batch needs at least one sample per process: "
+                                 f"{smallest} samples cannot be split over "
+                                 f"{self.world_size} processes")
+            from torch.nn.parallel import DistributedDataParallel
+            self._generator_train = DistributedDataParallel(_SampleModule(generator))
+            self._score_train = DistributedDataParallel(score_model)
+        self.rng = torch.Generator().manual_seed(_rank_seed(cfg.seed, self.rank))
         self.opt_generator = torch.optim.Adam(generator.parameters(), lr=cfg.lr_generator)
         self.opt_score = torch.optim.Adam(score_model.parameters(), lr=cfg.lr_score)
         #: Moving average of the generator weights (None without ``config.ema_decay``).
@@ -672,9 +736,23 @@ class DiKLTrainer:
         for avg, buf in zip(self.generator_ema.buffers(), self.generator.buffers()):
             avg.copy_(buf)
 
-    def _draw(self, n):
-        """n generator samples (nm), centred if the run is in the centred subspace."""
-        x = self.generator.sample(n, generator=self.rng)
+    def _local(self, n):
+        """This process's share of a global batch of n (n itself for a single process)."""
+        return n if self.world_size == 1 else _share(n, self.rank, self.world_size)
+
+    def _loss_scale(self, n_local, n_global):
+        """Weight of a local mean loss so that averaging over processes gives the global mean."""
+        return n_local * self.world_size / n_global
+
+    def _draw(self, n, train=False):
+        """n generator samples (nm), centred if the run is in the centred subspace.
+
+        ``train``: through the DDP wrapper when distributed (gradients are synchronised).
+        """
+        if train and self._generator_train is not None:
+            x = self._generator_train(n, generator=self.rng)
+        else:
+            x = self.generator.sample(n, generator=self.rng)
         expected = (n, self.target.n_particles, self.target.spatial_dim)
         if tuple(x.shape) != expected:
             raise ValueError(f"generator.sample({n}) returned shape {tuple(x.shape)}, "
@@ -701,7 +779,21 @@ class DiKLTrainer:
         return True
 
     def score_step(self, pool=None):
-        """One DSM step of the score network; returns the loss.
+        """One DSM step of the score network; returns the loss (of this process's share).
+
+        Parameters
+        ----------
+        pool : torch.Tensor, shape=(N, n, d), optional
+            See :meth:`score_loss`.
+        """
+        loss = self.score_loss(pool)
+        self.opt_score.zero_grad()
+        loss.backward()
+        self._update(self.score_model, self.opt_score)
+        return float(loss.detach())
+
+    def score_loss(self, pool=None):
+        """DSM loss of one score batch (backward gives the score-network gradient).
 
         Parameters
         ----------
@@ -709,9 +801,17 @@ class DiKLTrainer:
             Detached generator samples (nm) to draw the batch from (a random subset of
             ``score_batch_size``, or all of them if N is not larger); default: fresh
             generator samples.
+
+        Returns
+        -------
+        torch.Tensor
+            Scalar loss (dimensionless).  Distributed: of this process's share, weighted so
+            that the gradient averaged over the processes is that of the global batch (call
+            ``backward`` on every process).
         """
         cfg = self.config
-        n = cfg.score_batch_size or cfg.batch_size
+        n_global = cfg.score_batch_size or cfg.batch_size
+        n = self._local(n_global)
         if pool is None:
             with torch.no_grad():
                 x0 = self._draw(n)
@@ -720,13 +820,15 @@ class DiKLTrainer:
         else:
             x0 = pool
             n = len(pool)
+            n_global = (self.config.score_samples_per_iter if self.world_size > 1 and
+                        self.config.score_samples_per_iter else n * self.world_size)
         t_index = self.schedule.sample_levels(n, self.rng)
-        loss = dsm_loss(self.score_model, x0, self.schedule, t_index, self.rng, self.centre,
-                        cfg.weighting, cfg.parameterization)
-        self.opt_score.zero_grad()
-        loss.backward()
-        self._update(self.score_model, self.opt_score)
-        return float(loss.detach())
+        model = self.score_model if self._score_train is None else self._score_train
+        loss = dsm_loss(model, x0, self.schedule, t_index, self.rng, self.centre, cfg.weighting,
+                        cfg.parameterization)
+        if self.world_size > 1:
+            loss = loss * self._loss_scale(n, n_global)
+        return loss
 
     def generator_loss(self):
         """DiKL surrogate loss of one generator batch (backward gives the DiKL gradient).
@@ -734,22 +836,27 @@ class DiKLTrainer:
         Returns
         -------
         loss : torch.Tensor
-            Scalar surrogate, differentiable w.r.t. the generator parameters.
+            Scalar surrogate, differentiable w.r.t. the generator parameters (distributed:
+            of this process's share, weighted so that the gradient averaged over the
+            processes is that of the global batch; call ``backward`` on every process).
         stats : dict
             ``score_gap`` = mean w(t)·|s_model − s_target|² (a Fisher-type estimate of the
-            weighted diffusive divergence), posterior ``acceptance``, ``ess_fraction``.
+            weighted diffusive divergence), posterior ``acceptance``, ``ess_fraction``,
+            ``n_dropped`` (over the global batch).
         """
         cfg = self.config
-        x = self._draw(cfg.batch_size)
+        n = self._local(cfg.batch_size)
+        x = self._draw(n, train=True)
         if not x.requires_grad:
             raise RuntimeError("generator.sample must keep autograd (do not wrap it in "
                                "torch.no_grad) so DiKL can differentiate x_t")
-        t_index = self.schedule.sample_levels(cfg.batch_size, self.rng)
+        t_index = self.schedule.sample_levels(n, self.rng)
         x_t, _ = perturb(x, self.schedule, t_index, self.rng, self.centre)
         alpha, sigma = self.schedule.alpha(t_index), self.schedule.sigma(t_index)
         post = self.posterior.sample(x_t.detach(), alpha, sigma, self.step_sizes, self.rng,
                                      groups=t_index)
-        self.step_sizes = post.step_size
+        self.step_sizes = (post.step_size if self.world_size == 1 else
+                           self._average_step_sizes(post.step_size, t_index))
         x_t64 = x_t.detach().to(torch.float64)
         s_target = mixed_score_identity(x_t64, post.samples, post.forces, alpha, sigma,
                                         post.weights)
@@ -767,11 +874,33 @@ class DiKLTrainer:
             s_model = torch.where(keep, s_model, torch.zeros_like(s_model))
             s_target = torch.where(keep, s_target, torch.zeros_like(s_target))
         loss = dikl_surrogate_loss(x_t, s_model, s_target, weights)
-        gap = (weights * (s_model - s_target).pow(2).flatten(1).sum(1))[finite].mean()
-        stats = {"score_gap": float(gap), "acceptance": float(post.acceptance.mean()),
+        gaps = (weights * (s_model - s_target).pow(2).flatten(1).sum(1))[finite]
+        if self.world_size > 1:
+            loss = loss * self._loss_scale(n, cfg.batch_size)
+            sums = torch.stack([gaps.sum(), finite.sum(), post.acceptance.sum(),
+                                post.ess_fraction.sum(), torch.tensor(n)]).to(torch.float64)
+            sums = _dist.all_reduce_mean(sums) * self.world_size
+            stats = {"score_gap": float(sums[0] / sums[1]),
+                     "acceptance": float(sums[2] / sums[4]),
+                     "ess_fraction": float(sums[3] / sums[4]),
+                     "n_dropped": int(round(float(sums[4] - sums[1])))}
+            return loss, stats
+        stats = {"score_gap": float(gaps.mean()), "acceptance": float(post.acceptance.mean()),
                  "ess_fraction": float(post.ess_fraction.mean()),
                  "n_dropped": int((~finite).sum())}
         return loss, stats
+
+    def _average_step_sizes(self, step_size, groups):
+        """Geometric mean over processes of adapted per-level step sizes (nm²).
+
+        Each process's log step size of a level counts with its number of samples at that
+        level; levels no process sampled keep their previous value.
+        """
+        counts = torch.bincount(groups, minlength=len(step_size)).to(torch.float64)
+        sums = torch.stack([counts * torch.log(step_size), counts])
+        sums = _dist.all_reduce_mean(sums)
+        mean_log = sums[0] / sums[1].clamp(min=1e-300)
+        return torch.where(sums[1] > 0, torch.exp(mean_log), self.step_sizes)
 
     def step(self):
         """One DiKL iteration (score steps, then a generator step); returns its log row."""
@@ -781,22 +910,27 @@ class DiKLTrainer:
         pool = None
         if self.config.score_samples_per_iter is not None and self.config.score_steps_per_iter:
             with torch.no_grad():
-                pool = self._draw(self.config.score_samples_per_iter)
+                pool = self._draw(self._local(self.config.score_samples_per_iter))
         dsm = [self.score_step(pool) for _ in range(self.config.score_steps_per_iter)]
         loss, stats = self.generator_loss()
         self.opt_generator.zero_grad()
         loss.backward()
         if self._update(self.generator, self.opt_generator):
             self._update_ema()
+        dsm_mean = float(np.mean(dsm)) if dsm else math.nan
+        evaluations = self.posterior.n_evaluations - evaluations
+        if self.world_size > 1:  # global mean DSM loss, total evaluations
+            sums = _dist.all_reduce_mean(torch.tensor([dsm_mean, evaluations]))
+            dsm_mean, evaluations = float(sums[0]), int(round(float(sums[1]) * self.world_size))
         self.iteration += 1
         self.wall_time += time.perf_counter() - start
         row = {"iteration": self.iteration,
-               "dsm_loss": float(np.mean(dsm)) if dsm else math.nan,
+               "dsm_loss": dsm_mean,
                "score_gap": stats["score_gap"], "acceptance": stats["acceptance"],
                "step_size_min": float(self.step_sizes.min()),
                "step_size_max": float(self.step_sizes.max()),
                "ess_fraction": stats["ess_fraction"],
-               "energy_evaluations": self.posterior.n_evaluations - evaluations,
+               "energy_evaluations": evaluations,
                "n_dropped": stats["n_dropped"], "skipped_steps": self.skipped_steps,
                "wall_time_s": self.wall_time}
         return row
@@ -817,7 +951,15 @@ class DiKLTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self):
-        """Everything needed to continue the run bit for bit (a plain dict)."""
+        """Everything needed to continue the run bit for bit (a plain dict).
+
+        Distributed: collective (call it on every process); ``rng_states`` holds every
+        rank's generator state, ``rng_state`` rank 0's.
+        """
+        rng_states = [self.rng.get_state()]
+        if self.world_size > 1:
+            rng_states = [None] * self.world_size
+            torch.distributed.all_gather_object(rng_states, self.rng.get_state())
         return {"format": CHECKPOINT_FORMAT, "kind": "trainer",
                 "target_name": self.target.name, "n_particles": self.target.n_particles,
                 "spatial_dim": self.target.spatial_dim, "iteration": self.iteration,
@@ -832,11 +974,17 @@ class DiKLTrainer:
                 "score_state": self.score_model.state_dict(),
                 "opt_generator_state": self.opt_generator.state_dict(),
                 "opt_score_state": self.opt_score.state_dict(),
-                "rng_state": self.rng.get_state(), "step_sizes": self.step_sizes.clone()}
+                "rng_state": rng_states[0], "rng_states": rng_states,
+                "world_size": self.world_size, "step_sizes": self.step_sizes.clone()}
 
     def save_checkpoint(self, path):
-        """Write the training state to ``path`` atomically (temp file, fsync, os.replace)."""
-        _atomic_save(self.state_dict(), path)
+        """Write the training state to ``path`` atomically (temp file, fsync, os.replace).
+
+        Distributed: collective (call it on every process); only rank 0 writes.
+        """
+        state = self.state_dict()
+        if self.rank == 0:
+            _atomic_save(state, path)
 
     def load_checkpoint(self, path):
         """Restore the training state from ``path``.
@@ -874,7 +1022,12 @@ class DiKLTrainer:
         _load_state(self.score_model, obj["score_state"], "score network", path)
         _load_state(self.opt_generator, obj["opt_generator_state"], "generator optimiser", path)
         _load_state(self.opt_score, obj["opt_score_state"], "score optimiser", path)
-        self.rng.set_state(obj["rng_state"])
+        states = obj.get("rng_states") or [obj["rng_state"]]
+        if self.rank < len(states):
+            self.rng.set_state(states[self.rank])
+        else:  # more processes than the run that wrote the checkpoint
+            self.rng.manual_seed(_rank_seed(self.config.seed * 1_000_003 + int(obj["iteration"]),
+                                            self.rank))
         self.step_sizes = obj["step_sizes"].to(torch.float64).clone()
         self.iteration = int(obj["iteration"])
         self.wall_time = float(obj["wall_time"])
@@ -898,12 +1051,18 @@ class DiKLTrainer:
             Continue from ``out_dir/checkpoint.pt``; log rows after the checkpoint's
             iteration (from an interrupted run) are dropped.
         progress : bool
-            Show a tqdm progress bar.
+            Show a tqdm progress bar (rank 0 only when distributed).
 
         Returns
         -------
         list of dict
-            The log rows of the iterations run by this call.
+            The log rows of the iterations run by this call (global averages when
+            distributed; evaluation metrics on rank 0 only).
+
+        Notes
+        -----
+        Distributed: call it on every process with the same arguments; only rank 0 writes
+        files and runs ``eval_fn``, and every process returns after the files are written.
 
         Raises
         ------
@@ -913,6 +1072,7 @@ class DiKLTrainer:
             The checkpoint is corrupt or does not belong to this target / these settings.
         """
         total = self.config.n_iterations if n_iterations is None else int(n_iterations)
+        main = self.rank == 0
         if resume and out_dir is None:
             raise ValueError("resume=True needs out_dir (where checkpoint.pt lives)")
         paths = None
@@ -924,19 +1084,21 @@ class DiKLTrainer:
             if resume:
                 self.load_checkpoint(paths["checkpoint"])
                 logger.info("resumed %s at iteration %d", paths["checkpoint"], self.iteration)
-            for key in ("log", "eval"):
-                _truncate_csv(paths[key], self.iteration if resume else 0)
+            if main:
+                for key in ("log", "eval"):
+                    _truncate_csv(paths[key], self.iteration if resume else 0)
         cfg = self.config
         rows = []
-        bar = tqdm(total=total, initial=min(self.iteration, total), disable=not progress,
+        bar = tqdm(total=total, initial=min(self.iteration, total), disable=not (progress and main),
                    desc=f"DiKL {self.target.name}")
         try:
             while self.iteration < total:
                 row = self.step()
                 rows.append(row)
-                if paths:
+                if paths and main:
                     _append_csv(paths["log"], _LOG_COLUMNS, row)
-                if cfg.eval_every and self.iteration % cfg.eval_every == 0 and self.eval_fn:
+                if (cfg.eval_every and self.iteration % cfg.eval_every == 0 and self.eval_fn
+                        and main):
                     metrics = self.evaluate()
                     if paths:
                         _append_csv(paths["eval"], ["iteration"] + sorted(metrics),
@@ -950,10 +1112,12 @@ class DiKLTrainer:
             bar.close()
         if paths:
             self.save_checkpoint(paths["checkpoint"])
-            if getattr(self.generator, "config", None) is not None:
+            if main and getattr(self.generator, "config", None) is not None:
                 save_sampler(paths["sampler"], self.target.name, self.sampling_generator,
                              {"iteration": self.iteration, "config": cfg.to_dict()},
                              centre=self.centre)
+        if self.world_size > 1:
+            torch.distributed.barrier()  # the files exist when any process returns
         return rows
 
     def close(self):
