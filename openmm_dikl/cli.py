@@ -78,6 +78,10 @@ def build_parser():
     train.add_argument("--iterations", type=int, default=None,
                        help="total iterations to reach (default: the recipe's)")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument("--nproc", type=int, default=None,
+                       help="data-parallel processes on this machine: relaunches the same "
+                            "command under torchrun --standalone (gloo, CPU); batches in the "
+                            "recipe are global (default 1)")
 
     generate = sub.add_parser(
         "generate", help="draw one-shot samples from a trained generator",
@@ -179,15 +183,47 @@ def _cmd_sample(args):
     return 0
 
 
+def _launch_torchrun(args):
+    """Run this ``train`` command as ``args.nproc`` processes under torchrun."""
+    import subprocess
+    from .distributed import torchrun_command
+    argv = ["-v"] if args.verbose else []
+    argv += ["train", args.system, "--out", args.out]
+    for flag, value in (("--config", args.config), ("--iterations", args.iterations)):
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += [flag for flag, on in (("--resume", args.resume), ("--no-progress", args.no_progress))
+             if on]
+    return subprocess.run(torchrun_command(args.nproc, argv)).returncode
+
+
 def _cmd_train(args):
+    from . import distributed
     from .recipes import load_recipe, train_from_recipe
     _bundled_system(args.system)
     if args.iterations is not None and args.iterations < 1:
         raise CLIError(f"--iterations must be positive, got {args.iterations}")
+    if args.nproc is not None and args.nproc < 1:
+        raise CLIError(f"--nproc must be >= 1, got {args.nproc}")
     recipe = load_recipe(args.system, args.config)
     _check_folder_writable(args.out)
-    result = train_from_recipe(args.system, recipe, args.out, resume=args.resume,
-                               progress=not args.no_progress, n_iterations=args.iterations)
+    if (args.nproc or 1) > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_torchrun(args)
+    parallel = distributed.init_from_env()  # under torchrun: join the process group
+    try:
+        if parallel and not distributed.is_main():  # ranks > 0 train and write nothing
+            from .dikl import DiKLTrainer
+            trainer = DiKLTrainer.from_recipe(recipe)
+            try:
+                trainer.train(n_iterations=args.iterations, out_dir=args.out,
+                              resume=args.resume, progress=False)
+            finally:
+                trainer.close()
+            return 0
+        result = train_from_recipe(args.system, recipe, args.out, resume=args.resume,
+                                   progress=not args.no_progress, n_iterations=args.iterations)
+    finally:
+        distributed.cleanup()
     print(f"trained {args.system}: {result['iterations']} iterations, "
           f"{result['wall_time_s'] / 60:.1f} min")
     for key, value in result["metrics"].items():

@@ -704,6 +704,27 @@ class DiKLTrainer:
                     "OpenMM bridge" if getattr(self.energy_and_force, "uses_bridge", False)
                     else "torch")
 
+    @classmethod
+    def from_recipe(cls, recipe, target=None, **kwargs):
+        """The trainer a recipe describes (see :mod:`openmm_dikl.recipes`).
+
+        Parameters
+        ----------
+        recipe : dict
+            ``{"system", "generator", "score_model", "dikl"}``: model configs of
+            :func:`openmm_dikl.models.build_model` and :class:`DiKLConfig` fields.
+        target : TargetSystem, optional
+            Default ``openmm_dikl.systems.get(recipe["system"])``.
+        **kwargs
+            Passed to the constructor (``eval_fn``, ``distributed``, ...).
+        """
+        from .models import build_model
+        if target is None:
+            from .systems import get
+            target = get(recipe["system"])
+        return cls(target, build_model(recipe["generator"]), build_model(recipe["score_model"]),
+                   DiKLConfig(**recipe["dikl"]), **kwargs)
+
     # ------------------------------------------------------------------ one iteration
     @property
     def sampling_generator(self):
