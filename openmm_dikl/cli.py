@@ -207,6 +207,9 @@ def _cmd_train(args):
         raise CLIError(f"--nproc must be >= 1, got {args.nproc}")
     recipe = load_recipe(args.system, args.config)
     _check_folder_writable(args.out)
+    if args.resume:  # a missing or damaged checkpoint fails before anything is written
+        from .dikl import _load_file
+        _load_file(os.path.join(args.out, "checkpoint.pt"), kinds=("trainer",))
     if (args.nproc or 1) > 1 and "WORLD_SIZE" not in os.environ:
         return _launch_torchrun(args)
     parallel = distributed.init_from_env()  # under torchrun: join the process group
