@@ -57,6 +57,12 @@ def build_parser():
                         help="independent chains of the torch methods (digs, mala, hmc), run as "
                              "one batch; frames are written in chain order at every report "
                              "(default 1)")
+    sample.add_argument("--workers", type=int, default=None,
+                        help="run the --chains chains as independent runs in W processes (any "
+                             "method; each its own OpenMM Context or torch sampler; chain k "
+                             "seeded with sampling.chain_seed(SEED, k), budget split evenly) and "
+                             "merge them in chain order (default: torch methods batch the "
+                             "chains in this process)")
     sample.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                         help="start the chains from one-shot samples of a trained DiKL generator "
                              "(bundled system name or sampler file; torch methods only)")
@@ -162,9 +168,14 @@ def _cmd_sample(args):
     from .sampling import run_sampler
     target = _load_target(args)
     options = {"chains": args.chains} if args.chains != 1 else {}
-    if (options or args.init_from) and args.method not in ("digs", "mala", "hmc"):
-        raise CLIError(f"--chains and --init-from apply to the torch methods digs, mala and hmc, "
-                       f"not {args.method}")
+    if args.workers is not None:
+        if args.workers < 1:
+            raise CLIError(f"--workers must be >= 1, got {args.workers}")
+        options["workers"] = args.workers
+    if ((args.chains != 1 and args.workers is None) or args.init_from) and \
+            args.method not in ("digs", "mala", "hmc"):
+        raise CLIError(f"--chains (without --workers) and --init-from apply to the torch methods "
+                       f"digs, mala and hmc, not {args.method}")
     positions = None
     if args.init_from:
         from .dikl import load_sampler

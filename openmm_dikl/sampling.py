@@ -12,10 +12,15 @@ kinds of method exist:
   backbone φ/ψ; for particle systems, the Gaussian kernel), ``mala`` and ``hmc``.
 * ``pt``: parallel tempering (:class:`~openmm_dikl.tempering.ParallelTempering`).
 """
+import concurrent.futures
 import csv
 import logging
 import math
+import multiprocessing
 import os
+import pickle
+import shutil
+import tempfile
 
 import numpy as np
 import openmm
@@ -26,7 +31,7 @@ from tqdm.auto import tqdm
 from .systems.user import check_samplable
 
 __all__ = ["INTEGRATOR_METHODS", "TORCH_METHODS", "METHODS", "SamplingError", "SamplingResult",
-           "run_sampler", "make_integrator"]
+           "run_sampler", "make_integrator", "chain_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -239,7 +244,8 @@ def _flatten(stats, prefix=""):
 
 # ---------------------------------------------------------------------- runner
 def run_sampler(target, method="langevin", force_evals=100000, out="samples.dcd", seed=0,
-                n_frames=1000, platform=None, positions=None, progress=True, **options):
+                n_frames=1000, platform=None, positions=None, progress=True, workers=None,
+                **options):
     """Sample ``target`` and write DCD + PDB + CSV.
 
     Parameters
@@ -262,8 +268,16 @@ def run_sampler(target, method="langevin", force_evals=100000, out="samples.dcd"
     positions : openmm.unit.Quantity or array, optional
         Starting positions (nm), shape (n_particles, 3); torch methods also take one
         start per chain, shape (chains, n_particles, spatial_dim); default the target's.
+    workers : int, optional
+        Run the ``chains`` (option, default 1) chains as independent runs in ``workers``
+        processes (any method; each process has its own OpenMM Context or torch
+        sampler).  Chain k is exactly ``run_sampler(target, method, force_evals // chains,
+        seed=chain_seed(seed, k), n_frames=n_frames, positions=<its start>, ...)``; the
+        outputs are merged as the batched ``chains`` output is (frame ``i * chains + k``
+        is chain k at report i; CSV ``force_evaluations`` counts all chains).  None: the
+        torch methods run the chains as one batch in this process.
     **options
-        Passed to the method's integrator or sampler factory.
+        Passed to the method's integrator or sampler factory (and ``chains``).
 
     Returns
     -------
@@ -288,6 +302,10 @@ def run_sampler(target, method="langevin", force_evals=100000, out="samples.dcd"
     if platform is not None:
         from .bridge import _platform_name
         platform = _platform_name(platform)
+    if workers is not None:
+        return _run_chains_in_workers(target, method, int(force_evals), out, int(seed),
+                                      int(n_frames), platform, positions, progress, workers,
+                                      options)
     start = target.positions if positions is None else _start_positions(target, positions)
     if isinstance(start, np.ndarray) and method not in TORCH_METHODS:
         raise ValueError(f"one starting configuration per chain needs a torch method "
@@ -426,3 +444,129 @@ def _run_torch(target, method, force_evals, out, seed, n_frames, platform, start
     else:
         stats, used = {"acceptance": result.acceptance}, int(result.force_evaluations)
     return SamplingResult(n_steps, used, writer.frames, writer.paths, stats)
+
+
+# ---------------------------------------------------------------------- chains in processes
+def chain_seed(seed, chain):
+    """Seed of chain ``chain`` of a multi-process run with ``seed`` (``seed`` for chain 0).
+
+    The other chains get a well-mixed value in [0, 2^31 − 2) so that the chains of runs
+    with neighbouring seeds do not coincide.
+    """
+    if int(chain) < 0:
+        raise ValueError(f"chain must be >= 0, got {chain}")
+    if chain == 0:
+        return int(seed)
+    return (int(seed) + 0x9E3779B97F4A7C15 * int(chain)) % (2**31 - 2)
+
+
+def _target_spec(target):
+    """How a worker process rebuilds ``target``: its bundled name, or the pickled object."""
+    from . import systems
+    if target.name in systems.names():
+        return ("bundled", target.name)
+    try:
+        return ("pickled", pickle.dumps(target))
+    except Exception as err:  # pickle raises several types
+        raise ValueError(f"target {target.name!r} cannot be sent to worker processes "
+                         f"({err}); run it with workers=None") from err
+
+
+def _chain_worker(spec, method, force_evals, out, seed, n_frames, platform, positions, threads,
+                  options):
+    """Run one chain in a worker process; returns its SamplingResult fields."""
+    torch.set_num_threads(threads)
+    if spec[0] == "bundled":
+        from . import systems
+        target = systems.get(spec[1])
+    else:
+        target = pickle.loads(spec[1])
+    result = run_sampler(target, method=method, force_evals=force_evals, out=out, seed=seed,
+                         n_frames=n_frames, platform=platform, positions=positions,
+                         progress=False, **options)
+    return result.n_steps, result.force_evaluations, result.n_frames, result.acceptance
+
+
+def _run_chains_in_workers(target, method, force_evals, out, seed, n_frames, platform,
+                           positions, progress, workers, options):
+    n_chains = int(options.pop("chains", 1))
+    if n_chains < 1:
+        raise ValueError(f"chains must be >= 1, got {n_chains}")
+    if isinstance(workers, bool) or int(workers) != workers or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    workers = min(int(workers), n_chains)
+    if force_evals // n_chains < 1:
+        raise ValueError(f"a budget of {force_evals} force evaluations is less than one per "
+                         f"chain ({n_chains} chains)")
+    starts = [positions] * n_chains
+    if positions is not None and not unit.is_quantity(positions) and np.ndim(positions) == 3:
+        if len(positions) != n_chains:
+            raise ValueError(f"positions hold {len(positions)} starting configurations for "
+                             f"{n_chains} chains; give one, or one per chain")
+        starts = [np.asarray(p, dtype=np.float64) for p in positions]
+    spec = _target_spec(target)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    folder = tempfile.mkdtemp(prefix=".chains-", dir=os.path.dirname(os.path.abspath(out)))
+    chain_outs = [os.path.join(folder, f"chain{k}.dcd") for k in range(n_chains)]
+    try:
+        context = multiprocessing.get_context("spawn")  # never fork a process holding a Context
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = [pool.submit(_chain_worker, spec, method, force_evals // n_chains,
+                                   chain_outs[k], chain_seed(seed, k), n_frames, platform,
+                                   starts[k], threads, dict(options))
+                       for k in range(n_chains)]
+            done = tqdm(concurrent.futures.as_completed(futures), total=n_chains,
+                        desc=f"{method} on {target.name}: {n_chains} chains in {workers} "
+                             f"processes", unit="chain", disable=not progress)
+            try:
+                for future in done:
+                    future.result()  # re-raise the first failure
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+            results = [future.result() for future in futures]
+        paths = _merge_chains(target, chain_outs, out)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    n_frames_total = sum(r[2] for r in results)
+    acceptance = {"chains": [r[3] for r in results]}
+    return SamplingResult(results[0][0], sum(r[1] for r in results), n_frames_total, paths,
+                          acceptance)
+
+
+def _merge_chains(target, chain_outs, out):
+    """Interleave the chains' DCD frames and CSV rows into ``out`` (and its PDB, CSV)."""
+    from mdtraj.formats import DCDTrajectoryFile
+    stem = os.path.splitext(out)[0]
+    paths = {"trajectory": out, "topology": stem + ".pdb", "log": stem + ".csv"}
+    n_chains = len(chain_outs)
+    frames, rows = [], []
+    for path in chain_outs:
+        with DCDTrajectoryFile(path) as handle:
+            frames.append(handle.read()[0])  # (n_frames, n_atoms, 3) float32, Å
+        with open(os.path.splitext(path)[0] + ".csv", newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader)
+            rows.append(list(reader))
+    n_reports = len(rows[0])
+    if any(len(r) != n_reports or len(f) != n_reports for r, f in zip(rows, frames)):
+        raise RuntimeError("the chains wrote different numbers of frames")
+    shutil.copyfile(os.path.splitext(chain_outs[0])[0] + ".pdb", paths["topology"])
+    interval = max(1, int(rows[0][0][0]))  # steps between reports (first report's step)
+    column = {name: i for i, name in enumerate(header)}
+    with open(out, "wb") as dcd_handle, open(paths["log"], "w", newline="") as log_handle:
+        dcd = app.DCDFile(dcd_handle, target.topology, 0.001 * unit.picosecond,
+                          interval=interval)
+        log = csv.writer(log_handle)
+        log.writerow(header)
+        for i in range(n_reports):
+            total = sum(int(rows[k][i][column["force_evaluations"]]) for k in range(n_chains))
+            for k in range(n_chains):
+                # float32 Å -> nm and back by DCDFile is exact
+                dcd.writeModel(frames[k][i].astype(np.float64) / 10.0 * unit.nanometer)
+                row = list(rows[k][i])
+                row[column["chain"]] = str(k)
+                row[column["force_evaluations"]] = str(total)
+                log.writerow(row)
+    return paths
