@@ -261,3 +261,78 @@ def test_atom_type_features_from_topology():
     features = models.atom_type_features(topology)
     assert features.shape == (22, 4)                       # elements C, H, N, O
     assert np.allclose(features.sum(axis=1), 1.0)
+
+
+# ---------------------------------------------------------------------- molecule networks
+ALA2_GROUPS = [[0, 1, 2, 3, 4, 5], [16, 17, 18, 19, 20, 21], [10, 11, 12, 13]]
+
+
+def ala2_positions():
+    from openmm import app
+
+    from openmm_dikl.systems import shipped_path
+    pdb = app.PDBFile(shipped_path("alanine_dipeptide.pdb"))
+    return pdb.topology, np.asarray(pdb.getPositions(asNumpy=True)._value)
+
+
+def test_quaternion_rotation_is_proper_and_uniform():
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(20000, 4, generator=gen, dtype=torch.float64)
+    rot = models.quaternion_rotation(q)
+    eye = torch.eye(3, dtype=torch.float64).expand(20000, 3, 3)
+    assert torch.allclose(rot @ rot.transpose(-1, -2), eye, atol=1e-12)
+    assert torch.allclose(torch.linalg.det(rot), torch.ones(20000, dtype=torch.float64))
+    # Haar measure: E[R] = 0 and a rotated unit vector is uniform on the sphere
+    assert rot.mean(0).abs().max() < 0.02
+    v = rot[:, :, 2]
+    assert float((v[:, 0] > 0).double().mean()) == pytest.approx(0.5, abs=0.02)
+    assert torch.allclose(models.quaternion_rotation(3.0 * q[:5]), rot[:5])
+
+
+@pytest.mark.parametrize("reflect", [False, True])
+def test_frame_mlp_score_rotation_equivariance(reflect):
+    _, xyz = ala2_positions()
+    score = randomised(models.FrameMLPScore(22, ALA2_GROUPS, hidden=16, n_layers=2), std=0.2)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.as_tensor(xyz)[None] + 0.01 * torch.randn(4, 22, 3, generator=gen,
+                                                        dtype=torch.float64)
+    t = torch.rand(4, generator=gen, dtype=torch.float64)
+    rot = orthogonal(3, seed=5, reflect=reflect)
+    out = score(x, t)
+    moved = score(x @ rot.T + torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64), t)
+    assert out.abs().max() > 1e-3
+    assert torch.allclose(out.sum(1), torch.zeros(4, 3, dtype=torch.float64), atol=1e-12)
+    if reflect:
+        # a chiral molecule: the network is not reflection equivariant (by design)
+        assert not close(moved, out @ rot.T, rel=1e-3)
+    else:
+        assert close(moved, out @ rot.T)
+
+
+def test_internal_coordinate_generator_config_and_frame():
+    topology, xyz = ala2_positions()
+    gen = models.InternalCoordinateGenerator.alanine_dipeptide(xyz, topology, hidden=8,
+                                                               n_layers=1)
+    config = json.loads(json.dumps(gen.config))
+    copy = build_model(config)
+    copy.load_state_dict(gen.state_dict())
+    z = torch.randn(3, 22, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(copy(z), gen(z))
+    # without the random rotation, z = 0 gives the reference geometry (in the Z-matrix frame)
+    fixed = models.InternalCoordinateGenerator.alanine_dipeptide(
+        xyz, topology, hidden=8, n_layers=1, random_rotation=False).double()
+    x = fixed(torch.zeros(1, 22, 3, dtype=torch.float64))[0]
+    reference = torch.as_tensor(xyz) - torch.as_tensor(xyz).mean(0)
+    assert torch.allclose(torch.cdist(x, x), torch.cdist(reference, reference), atol=1e-5)
+    with pytest.raises(ValueError, match="frame_groups"):
+        models.FrameMLPScore(22, [[0], [1]])
+    with pytest.raises(ValueError, match="frame_groups"):
+        models.FrameMLPScore(22, [[0], [1], [22]])
+
+
+def test_atom_identity_features():
+    topology, _ = ala2_positions()
+    features = models.atom_identity_features(topology)
+    assert features.shape == (22, 26)
+    assert np.array_equal(features[:, 4:], np.eye(22))
+    assert np.array_equal(features[:, :4], models.atom_type_features(topology))
