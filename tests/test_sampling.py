@@ -87,3 +87,36 @@ def test_torch_chains_share_the_budget(dw4, tmp_path):
     assert not np.allclose(last[0], last[1])
     with pytest.raises(ValueError, match="chains must be >= 1"):
         run_sampler(dw4, method="mala", out=out, chains=0, progress=False)
+
+
+def test_chains_in_worker_processes_match_single_chain_runs(dw4, tmp_path):
+    from openmm_dikl.sampling import chain_seed
+    out = str(tmp_path / "workers.dcd")
+    budget, n_chains = 1500, 3
+    result = run_sampler(dw4, method="mala", force_evals=budget, out=out, n_frames=4, seed=5,
+                         progress=False, chains=n_chains, workers=2)
+    traj = mdtraj.load(out, top=str(tmp_path / "workers.pdb"))
+    assert traj.n_frames == result.n_frames and traj.n_frames % n_chains == 0
+    assert traj.n_frames >= 4 * n_chains and result.force_evaluations <= budget
+    log = np.genfromtxt(tmp_path / "workers.csv", delimiter=",", names=True)
+    assert log.dtype.names == ("step", "chain", "force_evaluations",
+                               "potential_energy_kJ_per_mol", "reduced_energy_kT", "acceptance")
+    np.testing.assert_array_equal(log["chain"], np.tile(np.arange(n_chains),
+                                                        traj.n_frames // n_chains))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".chains-")]  # cleaned up
+    for k in range(n_chains):  # each chain is bit for bit the chain run alone
+        alone = str(tmp_path / f"alone{k}.dcd")
+        single = run_sampler(dw4, method="mala", force_evals=budget // n_chains, out=alone,
+                             n_frames=4, seed=chain_seed(5, k), progress=False)
+        ref = mdtraj.load(alone, top=str(tmp_path / f"alone{k}.pdb"))
+        np.testing.assert_array_equal(traj.xyz[k::n_chains], ref.xyz)
+        ref_log = np.genfromtxt(tmp_path / f"alone{k}.csv", delimiter=",", names=True)
+        np.testing.assert_array_equal(log["reduced_energy_kT"][k::n_chains],
+                                      ref_log["reduced_energy_kT"])
+        np.testing.assert_array_equal(log["force_evaluations"][k::n_chains],
+                                      n_chains * ref_log["force_evaluations"])
+        assert single.n_steps == result.n_steps
+    assert not np.allclose(traj.xyz[-3], traj.xyz[-2])  # the chains differ
+    assert chain_seed(5, 0) == 5 and len({chain_seed(5, k) for k in range(50)}) == 50
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        run_sampler(dw4, method="mala", out=out, chains=2, workers=0, progress=False)
