@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["EGNNLayer", "EGNN", "EGNNGenerator", "EGNNScore", "MLPGenerator", "MLPScore",
            "InternalCoordinateGenerator", "remove_mean", "build_model", "model_config",
            "atom_type_features", "atom_identity_features", "sinusoidal_embedding",
-           "quaternion_rotation", "group_frame", "FrameMLPScore"]
+           "quaternion_rotation", "group_frame", "FrameMLPScore", "PairScore"]
 
 
 # ---------------------------------------------------------------------- helpers
@@ -1021,9 +1021,100 @@ class FrameMLPScore(_Configurable):
         return remove_mean(out @ frame.transpose(-1, -2))
 
 
+class PairScore(_Configurable):
+    """Score network as a sum of learned central pair terms on all interatomic distances.
+
+    ``s_i(x_t, t) = Σ_{j≠i} c_ij(d, t) (x_i − x_j) / d_ij`` with c = MLP([(d − d_ref) / ℓ,
+    t, embedding(t)]) symmetric (one coefficient per pair, n(n−1)/2 outputs) and d the
+    vector of all pair distances of x_t.  The output is equivariant to rotations and
+    reflections, translation invariant, sums to zero and carries no torque (Σ x_i × s_i = 0),
+    which is exactly the space of scores of a rotation- and translation-invariant density.
+    Because the MLP sees distances directly it resolves picometre bond-length deviations,
+    which the frame-based :class:`FrameMLPScore` cannot; for a molecule of n ≈ 20 atoms it
+    costs about as much as an MLP on 3n coordinates.
+
+    Parameters
+    ----------
+    n_particles : int
+        Number of atoms n (>= 2).
+    spatial_dim : int
+        Spatial dimension (3 for molecules).
+    hidden, n_layers : int
+        Width and number of hidden layers of the MLP.
+    reference : array-like, shape=(n_particles, spatial_dim), optional
+        Geometry (nm) whose distances d_ref are subtracted from the inputs (default: none).
+    length_scale : float
+        ℓ in nm: distance deviations are divided by it (default 0.05).
+    time_embedding_dim : int
+        Size of the sinusoidal embedding of t.
+    activation : type or str
+        Activation class (default SiLU).
+
+    Notes
+    -----
+    ``forward(x_t, t)``: x_t (batch, n, d) nm, t (batch,) in [0, 1]; returns (batch, n, d),
+    read as ε̂ (dimensionless) or as a score (1/nm) by the DiKL parameterization.  The last
+    layer starts at zero, so a fresh network outputs zero.
+    """
+
+    def __init__(self, n_particles, spatial_dim=3, hidden=256, n_layers=3, reference=None,
+                 length_scale=0.05, time_embedding_dim=16, activation=nn.SiLU):
+        super().__init__()
+        self.n_particles = _check_positive_int(n_particles, "n_particles", minimum=2)
+        self.spatial_dim = _check_positive_int(spatial_dim, "spatial_dim")
+        _check_positive_int(hidden, "hidden")
+        _check_positive_int(n_layers, "n_layers")
+        time_embedding_dim = _check_positive_int(time_embedding_dim, "time_embedding_dim", 2)
+        if time_embedding_dim % 2:
+            raise ValueError(f"time_embedding_dim must be even, got {time_embedding_dim}")
+        if not (np.isfinite(length_scale) and length_scale > 0):
+            raise ValueError(f"length_scale must be positive (nm), got {length_scale!r}")
+        act = _activation_class(activation)
+        i, j = torch.triu_indices(self.n_particles, self.n_particles, offset=1)
+        self.register_buffer("pair_i", i, persistent=False)
+        self.register_buffer("pair_j", j, persistent=False)
+        n_pairs = len(i)
+        stored = None
+        d_ref = torch.zeros(n_pairs)
+        if reference is not None:
+            array = np.asarray(reference, dtype=np.float64)
+            if array.shape != (self.n_particles, self.spatial_dim) or not np.isfinite(array).all():
+                raise ValueError(f"reference must be a finite ({self.n_particles}, "
+                                 f"{self.spatial_dim}) array in nm, got shape {array.shape}")
+            ref = torch.as_tensor(array)
+            d_ref = torch.linalg.norm(ref[i] - ref[j], dim=-1).to(torch.get_default_dtype())
+            stored = np.round(array, 6).tolist()
+        self.register_buffer("reference_distances", d_ref)
+        self.length_scale = float(length_scale)
+        self.time_embedding_dim = time_embedding_dim
+        self.net = _mlp([n_pairs + time_embedding_dim + 1] + [hidden] * n_layers + [n_pairs], act)
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+        self._store_config(n_particles=self.n_particles, spatial_dim=self.spatial_dim,
+                           hidden=int(hidden), n_layers=int(n_layers), reference=stored,
+                           length_scale=self.length_scale, time_embedding_dim=time_embedding_dim,
+                           activation=act.__name__)
+
+    def forward(self, x_t, t):
+        """Output (batch, n, d) at x_t (batch, n, d) nm and t (batch,) in [0, 1]; see class notes."""
+        self._check_input(x_t, "x_t")
+        t = self._check_time(t, x_t.shape[0]).to(dtype=x_t.dtype, device=x_t.device)
+        diff = x_t[:, self.pair_i] - x_t[:, self.pair_j]                 # (B, P, d) nm
+        dist = torch.sqrt(diff.pow(2).sum(-1).clamp_min(1e-12))          # (B, P) nm
+        features = (dist - self.reference_distances.to(dist.dtype)) / self.length_scale
+        inputs = torch.cat([features, t[:, None], sinusoidal_embedding(t, self.time_embedding_dim)],
+                           dim=-1)
+        coefficient = self.net(inputs)                                   # (B, P)
+        pair = coefficient[..., None] * diff / dist[..., None]           # force on i from j
+        out = torch.zeros_like(x_t)
+        out = out.index_add(1, self.pair_i, pair)
+        return out.index_add(1, self.pair_j, -pair)
+
+
 # ---------------------------------------------------------------------- registry
 _MODEL_CLASSES = {cls.__name__: cls for cls in (EGNNGenerator, EGNNScore, MLPGenerator, MLPScore,
-                                                InternalCoordinateGenerator, FrameMLPScore)}
+                                                InternalCoordinateGenerator, FrameMLPScore,
+                                                PairScore)}
 
 
 def model_config(model):
@@ -1041,7 +1132,7 @@ def build_model(config):
     config : dict
         ``{"class": name, **constructor_arguments}`` as returned by ``model.config``;
         ``name`` is one of EGNNGenerator, EGNNScore, MLPGenerator, MLPScore,
-        InternalCoordinateGenerator, FrameMLPScore.
+        InternalCoordinateGenerator, FrameMLPScore, PairScore.
 
     Returns
     -------

@@ -336,3 +336,31 @@ def test_atom_identity_features():
     assert features.shape == (22, 26)
     assert np.array_equal(features[:, 4:], np.eye(22))
     assert np.array_equal(features[:, :4], models.atom_type_features(topology))
+
+
+@pytest.mark.parametrize("reflect", [False, True])
+def test_pair_score_equivariant_torque_free_and_round_trips(reflect):
+    _, xyz = ala2_positions()
+    score = randomised(models.PairScore(22, 3, hidden=16, n_layers=2, reference=xyz), std=0.2)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.as_tensor(xyz)[None] + 0.02 * torch.randn(4, 22, 3, generator=gen,
+                                                        dtype=torch.float64)
+    t = torch.rand(4, generator=gen, dtype=torch.float64)
+    rot = orthogonal(3, seed=6, reflect=reflect)
+    out = score(x, t)
+    assert out.abs().max() > 1e-2
+    assert close(score(x @ rot.T - 0.7, t), out @ rot.T)
+    zero = torch.zeros(4, 3, dtype=torch.float64)
+    assert torch.allclose(out.sum(1), zero, atol=1e-10)                        # no net force
+    centred = x - x.mean(1, keepdim=True)
+    assert torch.allclose(torch.cross(centred, out, dim=-1).sum(1), zero, atol=1e-10)  # no torque
+    copy = build_model(json.loads(json.dumps(score.config))).double()
+    copy.load_state_dict(score.state_dict())
+    assert torch.equal(copy(x, t), out)
+    # a fresh network starts at zero output
+    fresh = models.PairScore(22, 3, hidden=8, n_layers=1)
+    assert torch.equal(fresh(x.float(), t.float()), torch.zeros(4, 22, 3))
+    with pytest.raises(ValueError, match="reference"):
+        models.PairScore(22, 3, reference=np.zeros((21, 3)))
+    with pytest.raises(ValueError, match="length_scale"):
+        models.PairScore(22, 3, length_scale=0.0)
