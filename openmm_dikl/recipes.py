@@ -135,6 +135,22 @@ def ala2_metrics(target, x):
     return out
 
 
+def _cpu_seconds():
+    """CPU time (user + system, s) of this process and its finished children."""
+    import resource
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def _previous_cpu_seconds(out_dir):
+    """CPU time recorded by an earlier (finished) invocation in ``out_dir``, else 0."""
+    try:
+        with open(os.path.join(out_dir, "result.json")) as handle:
+            return float(json.load(handle).get("cpu_time_s", 0.0))
+    except (OSError, ValueError):
+        return 0.0
+
+
 def train_from_recipe(system_name, recipe, out_dir, resume=False, progress=True,
                       n_iterations=None):
     """Train a DiKL generator as ``recipe`` says and write ``out_dir/result.json``.
@@ -142,7 +158,9 @@ def train_from_recipe(system_name, recipe, out_dir, resume=False, progress=True,
     Returns
     -------
     dict
-        The result record (command, seed, wall time in s, iterations, final metrics).
+        The result record (command, seed, wall time and CPU time in s, iterations, final
+        metrics).  CPU time (user + system of this process and its bridge workers) is the
+        cost measure that does not depend on how busy a shared machine was.
     """
     from .dikl import DiKLConfig, DiKLTrainer, load_sampler
     from .models import build_model
@@ -151,6 +169,8 @@ def train_from_recipe(system_name, recipe, out_dir, resume=False, progress=True,
     trainer = DiKLTrainer(target, build_model(recipe["generator"]),
                           build_model(recipe["score_model"]), config)
     os.makedirs(out_dir, exist_ok=True)
+    cpu_before = _cpu_seconds()
+    previous_cpu = _previous_cpu_seconds(out_dir) if resume else 0.0
     with open(os.path.join(out_dir, "recipe.json"), "w") as handle:
         json.dump(recipe, handle, indent=1)
     try:
@@ -161,6 +181,7 @@ def train_from_recipe(system_name, recipe, out_dir, resume=False, progress=True,
     result = {"system": system_name, "command": " ".join(["openmm-dikl"] + sys.argv[1:]),
               "seed": config.seed, "iterations": trainer.iteration,
               "wall_time_s": round(trainer.wall_time, 1),
+              "cpu_time_s": round(previous_cpu + _cpu_seconds() - cpu_before, 1),
               "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
               "metrics": evaluate_generator(target, sampler)}
     tmp = os.path.join(out_dir, ".result.json.tmp")

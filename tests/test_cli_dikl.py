@@ -37,6 +37,7 @@ def trained(tmp_path_factory):
 def test_train_writes_result(trained):
     result = json.loads((trained / "run" / "result.json").read_text())
     assert result["iterations"] == 3 and result["seed"] == 7
+    assert 0 < result["cpu_time_s"] < 600
     assert {"w2", "energy_tvd", "distance_tvd"} <= set(result["metrics"])
     assert (trained / "run" / "sampler.pt").exists()
     # resuming to a larger total continues from the checkpoint
