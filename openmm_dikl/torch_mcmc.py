@@ -291,10 +291,14 @@ class MCMCResult:
                 f"{float(self.acceptance.mean()):.3f}, force_evaluations={self.force_evaluations})")
 
 
-def _as_tensor_nm(x):
-    """Tensor, array or Quantity (nm) as a float64 tensor."""
-    if unit.is_quantity(x):
-        x = np.asarray(x.value_in_unit(unit.nanometer))
+def _as_tensor_nm(x, name="x0"):
+    """Tensor, array or Quantity (nm) as a float64 tensor; TypeError/ValueError naming
+    ``name`` for non-length Quantities, complex or non-numeric values."""
+    from .units import as_nm
+    if not isinstance(x, torch.Tensor) or unit.is_quantity(x):
+        x = np.ascontiguousarray(as_nm(x, name))
+    elif x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"{name} must be real numbers in nm, got a {x.dtype} tensor")
     return torch.as_tensor(x, dtype=torch.float64)
 
 
