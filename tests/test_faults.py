@@ -349,6 +349,11 @@ BAD_API_INPUT = [
                                                    positions=np.zeros((3, 3)), out=ds["out"],
                                                    progress=False),
      ValueError, r"shape \(batch, 22, 3\)"),
+    ("string start (MALA)", lambda ds: MALA(ds["dw4"], step_size=0.1).run("0 0 1 1", 5),
+     ValueError, "x0 must be numeric"),
+    ("complex start (DiGS)", lambda ds: DiGSSampler(ds["dw4"], alphas=[0.5], step_size=0.1)
+     .run(torch.zeros(2, 4, 2, dtype=torch.complex128), 5, progress=False),
+     TypeError, "x0 must be real numbers"),
     ("zero chains", lambda ds: MALA(_energy, step_size=0.1).run(torch.zeros(0, 4, 2), 5),
      ValueError, "n_chains >= 1"),
     ("wrong DiGS start shape", lambda ds: DiGSSampler(ds["dw4"], alphas=[0.5], step_size=0.1)
