@@ -363,6 +363,9 @@ BAD_API_INPUT = [
     ("constraints", lambda ds: from_openmm(_ala_system(constraints=app.HBonds),
                                            _ala_pdb().topology, _ala_pdb().positions, 300.0),
      ValueError, "12 constraints"),
+    ("virtual site", lambda ds: from_openmm(_virtual_site_system(), systems.get("dw4")
+                                            .topology, np.zeros((4, 3)), 300.0),
+     ValueError, r"1 virtual sites \(first: particle 3\)"),
     ("barostat", lambda ds: _with_barostat(), ValueError, "MonteCarloBarostat.*fixed volume"),
     ("barostat in the integrator", lambda ds: DiffusiveGibbsIntegrator.check_system(
         _barostat_system()), ValueError, "MonteCarloBarostat"),
@@ -401,6 +404,14 @@ BAD_API_INPUT = [
                                                 out=ds["out"], progress=False),
      ValueError, "platform 'Nope' is not available"),
 ]
+
+
+def _virtual_site_system():
+    system = openmm.System()
+    for mass in (1.0, 1.0, 1.0, 0.0):
+        system.addParticle(mass)
+    system.setVirtualSite(3, openmm.TwoParticleAverageSite(0, 1, 0.5, 0.5))
+    return system
 
 
 def _barostat_system():
@@ -452,6 +463,9 @@ BAD_CLI_INPUT = [
     (["generate", "{sampler}", "-n", "-3"], "-n must be positive"),
     (["evaluate", "{angstrom}", "--system", "alanine_dipeptide_vacuum"],
      "median bond length 1.09 nm"),
+    (["evaluate", "{empty}", "--system", "dw4"], "is an empty batch"),
+    (["evaluate", "{dw4}", "--system", "dw4", "--repeats", "0"],
+     "n_repeats must be a positive integer"),
 ]
 
 
@@ -459,7 +473,9 @@ BAD_CLI_INPUT = [
                                                              BAD_CLI_INPUT])
 def test_bad_cli_input_one_line_error(argv, message, recipe, ala, tmp_path, capsys):
     np.save(tmp_path / "ala_A.npy", 10 * np.asarray(ala.positions._value)[None])
-    names = {"{pdb}": shipped_path("alanine_dipeptide.pdb"), "{recipe}": str(recipe),
+    np.save(tmp_path / "empty.npy", np.zeros((0, 4, 2)))
+    np.save(tmp_path / "dw4.npy", np.ones((5, 4, 2)))
+    names = {"{empty}": str(tmp_path / "empty.npy"), "{dw4}": str(tmp_path / "dw4.npy"),"{pdb}": shipped_path("alanine_dipeptide.pdb"), "{recipe}": str(recipe),
              "{sampler}": str(tmp_path / "missing-sampler.pt"),
              "{angstrom}": str(tmp_path / "ala_A.npy")}
     argv = [names.get(a, a) for a in argv]
