@@ -10,7 +10,7 @@ EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 #: example -> tiny arguments
 TINY = {
     "bridge_forces.py": ["--batch", "8", "--workers", "2"],
-    "digs_in_simulation.py": ["--sweeps", "500"],
+    "digs_in_simulation.py": ["--sweeps", "500", "--peptide-sweeps", "100"],
     "dikl_dw4.py": ["--tiny", "--iterations", "3", "--samples", "300", "--refine", "5"],
 }
 
