@@ -14,7 +14,8 @@ import time
 from .systems import get as get_system
 from .systems import shipped_path
 
-__all__ = ["load_recipe", "train_from_recipe", "evaluate_generator", "ala2_metrics"]
+__all__ = ["load_recipe", "train_from_recipe", "evaluate_generator", "evaluate_configurations",
+           "ala2_metrics"]
 
 RECIPE_KEYS = {"system", "generator", "score_model", "dikl"}
 
@@ -56,11 +57,15 @@ def evaluate_generator(target, sampler, n_samples=10000, seed=0):
     (per-coordinate basin-weight error).  Alanine dipeptide systems get
     :func:`ala2_metrics` against the shipped parallel-tempering reference.
     """
+    return evaluate_configurations(target, sampler.sample(n_samples, seed=seed))
+
+
+def evaluate_configurations(target, x):
+    """The metrics of :func:`evaluate_generator` for given samples x (n, n_particles, dim), nm."""
     import numpy as np
     import torch
 
     from . import metrics
-    x = sampler.sample(n_samples, seed=seed)
     result = {}
     if target.name in ("dw4", "lj13"):
         result.update({k: v for k, v in metrics.evaluate_samples(target, x).items()
