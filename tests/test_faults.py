@@ -63,7 +63,9 @@ def start_training(recipe, out, resume=False, env=None):
     argv = [sys.executable, "-m", "openmm_dikl.cli", "train", "dw4", "--config", str(recipe),
             "--out", str(out), "--iterations", "1000000", "--no-progress"]
     return subprocess.Popen(argv + (["--resume"] if resume else []),
-                            env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})),
+                            # the same thread count as the in-process resume (bitwise replay)
+                            env=dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()),
+                                     **(env or {})),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
