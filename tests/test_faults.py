@@ -477,7 +477,8 @@ def test_bad_cli_input_one_line_error(argv, message, recipe, ala, tmp_path, caps
     np.save(tmp_path / "ala_A.npy", 10 * np.asarray(ala.positions._value)[None])
     np.save(tmp_path / "empty.npy", np.zeros((0, 4, 2)))
     np.save(tmp_path / "dw4.npy", np.ones((5, 4, 2)))
-    names = {"{empty}": str(tmp_path / "empty.npy"), "{dw4}": str(tmp_path / "dw4.npy"),"{pdb}": shipped_path("alanine_dipeptide.pdb"), "{recipe}": str(recipe),
+    names = {"{empty}": str(tmp_path / "empty.npy"), "{dw4}": str(tmp_path / "dw4.npy"),
+             "{pdb}": shipped_path("alanine_dipeptide.pdb"), "{recipe}": str(recipe),
              "{sampler}": str(tmp_path / "missing-sampler.pt"),
              "{angstrom}": str(tmp_path / "ala_A.npy")}
     argv = [names.get(a, a) for a in argv]
