@@ -682,9 +682,14 @@ class DiKLTrainer:
                 raise ValueError(f"every DiKL batch needs at least one sample per process: "
                                  f"{smallest} samples cannot be split over "
                                  f"{self.world_size} processes")
+            import inspect
             from torch.nn.parallel import DistributedDataParallel
-            self._generator_train = DistributedDataParallel(_SampleModule(generator))
-            self._score_train = DistributedDataParallel(score_model)
+            # the buffers (constant features) are synchronised once here, not every forward
+            no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
+                       inspect.signature(DistributedDataParallel).parameters
+                       else {"broadcast_buffers": False})
+            self._generator_train = DistributedDataParallel(_SampleModule(generator), **no_sync)
+            self._score_train = DistributedDataParallel(score_model, **no_sync)
         self.rng = torch.Generator().manual_seed(_rank_seed(cfg.seed, self.rank))
         self.opt_generator = torch.optim.Adam(generator.parameters(), lr=cfg.lr_generator)
         self.opt_score = torch.optim.Adam(score_model.parameters(), lr=cfg.lr_score)
