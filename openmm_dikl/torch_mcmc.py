@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from openmm import unit
 
-__all__ = ["EnergyAndForce", "energy_and_force", "MCMCResult", "MALA", "HMC", "mala_step",
-           "hmc_step", "adapt_step_size"]
+__all__ = ["EnergyAndForce", "energy_and_force", "TransformedEnergy", "MCMCResult", "MALA",
+           "HMC", "mala_step", "hmc_step", "adapt_step_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,101 @@ def energy_and_force(target, n_workers=1, platform=None):
         Callable x (batch, n, d) nm -> (u (batch,), −∇u (batch, n, d) 1/nm).
     """
     return EnergyAndForce(target, n_workers=n_workers, platform=platform)
+
+
+class TransformedEnergy:
+    """Reduced energy and force of a transformed variable y, for sampling in y.
+
+    With positions x = T⁻¹(y) (e.g. standardised internal coordinates,
+    :class:`~openmm_dikl.internal.InternalTransform`) the density of y is
+    p(y) ∝ exp(−u(x(y))) |det ∂x/∂y|, so the reduced energy to sample is
+
+        u_y(y) = u(x(y)) − log|det ∂x/∂y|,
+
+    and its force −∇_y u_y = Jᵀ f_x + ∇_y log|det ∂x/∂y| is formed by one backward pass
+    through the inverse transform, with f_x = −∇_x u from the wrapped callable (OpenMM
+    forces through the bridge, or autograd for torch twins).  Calling it on y of shape
+    (batch, ...) returns ``(u_y (batch,), f_y (batch, ...))`` in float64, so it plugs into
+    :class:`MALA`, :class:`HMC` or any other ``energy_and_force`` consumer.
+
+    Parameters
+    ----------
+    energy_fn : callable or TargetSystem
+        ``energy_and_force(x) -> (u (batch,), −∇u)`` on positions (nm), or a target (then
+        :class:`EnergyAndForce` with ``n_workers``; close it with :meth:`close`).
+    transform : object
+        ``forward(x) -> (y, log_det)`` and ``inverse(y) -> (x, log_det)`` with
+        log_det = log|det ∂x/∂y| (shape (batch,)); ``inverse`` must be differentiable
+        in torch.
+    n_workers : int
+        Bridge workers when ``energy_fn`` is a target without torch twin.
+
+    Attributes
+    ----------
+    n_evaluations : int
+        Configurations evaluated so far (one energy + force of x each).
+
+    Raises
+    ------
+    ValueError
+        If ``transform`` lacks ``forward``/``inverse`` or ``energy_fn`` is not callable.
+
+    Examples
+    --------
+    Exponential target u(x) = x on x > 0, sampled in y = log x (u_y = eʸ − y):
+
+    >>> import math, torch
+    >>> class Log:
+    ...     def forward(self, x):
+    ...         return torch.log(x), torch.log(x).sum(-1)
+    ...     def inverse(self, y):
+    ...         return torch.exp(y), y.sum(-1)
+    >>> energy = TransformedEnergy(lambda x: (x.sum(-1), -torch.ones_like(x)), Log())
+    >>> u, f = energy(torch.full((1, 1), math.log(2.0), dtype=torch.float64))
+    >>> round(float(u), 4), round(float(f), 4)  # 2 − log 2, −(2 − 1)
+    (1.3069, -1.0)
+    """
+
+    def __init__(self, energy_fn, transform, n_workers=1):
+        if not (callable(getattr(transform, "forward", None))
+                and callable(getattr(transform, "inverse", None))):
+            raise ValueError("transform must have forward(x) -> (y, log_det) and "
+                             "inverse(y) -> (x, log_det) methods")
+        self.energy_fn, self._owns = _as_energy_fn(energy_fn, n_workers)
+        self.transform = transform
+        self.n_evaluations = 0
+
+    def __call__(self, y):
+        y = torch.as_tensor(y, dtype=torch.float64)
+        self.n_evaluations += int(y.shape[0])
+        with torch.enable_grad():
+            y = y.detach().requires_grad_(True)
+            x, log_det = self.transform.inverse(y)
+            u_x, f_x = self.energy_fn(x.detach())
+            # ∂/∂y of this surrogate is ∂u_x/∂y − ∂log_det/∂y = ∇_y u_y
+            surrogate = -(x * f_x).sum() - log_det.sum()
+            (grad,) = torch.autograd.grad(surrogate, y)
+        return u_x - log_det.detach(), -grad
+
+    def to_state(self, x):
+        """Transformed variable y = T(x) (detached) of positions x (batch, ...) in nm."""
+        return self.transform.forward(_as_tensor_nm(x))[0].detach()
+
+    def to_positions(self, y):
+        """Positions x = T⁻¹(y) (detached, nm) of transformed states y (batch, ...)."""
+        return self.transform.inverse(torch.as_tensor(y, dtype=torch.float64))[0].detach()
+
+    def close(self):
+        """Release a bridge opened from a TargetSystem (no-op otherwise)."""
+        if self._owns:
+            self.energy_fn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, tb):
+        self.close()
+        return False
 
 
 def _as_energy_fn(source, n_workers=1):
