@@ -169,3 +169,21 @@ def test_helpers_without_a_process_group(monkeypatch):
         distributed.torchrun_command(0, [])
     with pytest.raises(ValueError, match="distributed=True"):
         make_trainer(distributed_=True)
+
+
+def test_cli_nproc_relaunches_the_command_under_torchrun(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from openmm_dikl import cli
+    calls = []
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(subprocess, "run",
+                        lambda cmd, **kwargs: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    out = str(tmp_path / "run")
+    assert cli.main(["train", "dw4", "--out", out, "--nproc", "2", "--iterations", "5",
+                     "--no-progress"]) == 0
+    assert calls == [[sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                      "--standalone", "-m", "openmm_dikl.cli", "train", "dw4", "--out", out,
+                      "--iterations", "5", "--no-progress"]]
+    assert cli.main(["train", "dw4", "--out", out, "--nproc", "0"]) == 2
