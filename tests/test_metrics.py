@@ -263,7 +263,7 @@ def test_random_rotation_permutation_keeps_invariants_and_symmetrised_floor():
     # the DW-4 reference set is not rotation/permutation symmetric: a symmetric sampler's W2
     # floor (rotated and permuted half vs half) exceeds the plain floor; TVDs are unchanged
     dw4 = systems.get("dw4")
-    plain = noise_floor(dw4, n_eval=500, n_repeats=1)
-    symmetric = noise_floor(dw4, n_eval=500, n_repeats=1, symmetrise=True)
-    assert symmetric["w2"] > plain["w2"] + 0.2
+    plain = noise_floor(dw4, n_eval=2000, n_repeats=1)
+    symmetric = noise_floor(dw4, n_eval=2000, n_repeats=1, symmetrise=True)
+    assert symmetric["w2"] > plain["w2"] + 0.3  # measured 1.90 vs 1.44
     assert symmetric["energy_tvd"] == pytest.approx(plain["energy_tvd"])
