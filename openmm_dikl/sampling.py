@@ -527,8 +527,13 @@ def _run_chains_in_workers(target, method, force_evals, out, seed, n_frames, pla
                 raise
             results = [future.result() for future in futures]
         paths = _merge_chains(target, chain_outs, out)
-    finally:
+    except SamplingError as err:
+        # keep the chain files: the failed chain's frames stay readable where it says
+        raise SamplingError(f"{err} (chain files kept in {folder})") from err
+    except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
+        raise
+    shutil.rmtree(folder, ignore_errors=True)
     n_frames_total = sum(r[2] for r in results)
     acceptance = {"chains": [r[3] for r in results]}
     return SamplingResult(results[0][0], sum(r[1] for r in results), n_frames_total, paths,

@@ -1,4 +1,7 @@
 """The sampling engine behind `openmm-dikl sample`: every method, budgets, blow-ups."""
+import os
+import re
+
 import mdtraj
 import numpy as np
 import pytest
@@ -120,3 +123,14 @@ def test_chains_in_worker_processes_match_single_chain_runs(dw4, tmp_path):
     assert chain_seed(5, 0) == 5 and len({chain_seed(5, k) for k in range(50)}) == 50
     with pytest.raises(ValueError, match="workers must be a positive integer"):
         run_sampler(dw4, method="mala", out=out, chains=2, workers=0, progress=False)
+
+
+def test_chain_blow_up_in_a_worker_is_reported_with_readable_frames(tmp_path):
+    out = str(tmp_path / "boom.dcd")  # a user (pickled) target, not a bundled one
+    with pytest.raises(SamplingError, match=r"energy became nan .*chain files kept in") as info:
+        run_sampler(falling_particle(), method="langevin", force_evals=20000, out=out,
+                    n_frames=2000, seed=0, progress=False, timestep=10.0, chains=2, workers=2)
+    failed = re.search(r"are in (\S+\.dcd)", str(info.value)).group(1)
+    assert os.path.dirname(failed) in str(info.value).rsplit("kept in", 1)[1]
+    traj = mdtraj.load(failed, top=failed[:-4] + ".pdb")
+    assert traj.n_frames >= 1 and np.all(np.isfinite(traj.xyz))
