@@ -183,7 +183,12 @@ def train_from_recipe(system_name, recipe, out_dir, resume=False, progress=True,
     finally:
         trainer.close()
     sampler = load_sampler(os.path.join(out_dir, "sampler.pt"), target=target)
-    result = {"system": system_name, "command": " ".join(["openmm-dikl"] + sys.argv[1:]),
+    from . import distributed
+    command = ["openmm-dikl"] + sys.argv[1:]
+    if distributed.world_size() > 1 and "--nproc" not in command:
+        command += ["--nproc", str(distributed.world_size())]
+    result = {"system": system_name, "command": " ".join(command),
+              "processes": distributed.world_size(),
               "seed": config.seed, "iterations": trainer.iteration,
               "wall_time_s": round(trainer.wall_time, 1),
               "cpu_time_s": round(previous_cpu + _cpu_seconds() - cpu_before, 1),
