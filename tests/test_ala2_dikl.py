@@ -7,10 +7,7 @@ import torch
 from openmm_dikl import systems
 from openmm_dikl.dikl import DiKLConfig, DiKLTrainer, load_sampler, save_sampler
 from openmm_dikl.internal import ALANINE_PHI, ALANINE_PSI
-from openmm_dikl.models import FrameMLPScore, InternalCoordinateGenerator, build_model
-
-#: ACE, NME and the alanine side chain (CB, HB1-3): centroids well off one line.
-FRAME_GROUPS = [[0, 1, 2, 3, 4, 5], [16, 17, 18, 19, 20, 21], [10, 11, 12, 13]]
+from openmm_dikl.models import InternalCoordinateGenerator, PairScore, build_model
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +27,8 @@ def models(target, seed=0, hidden=32):
     torch.manual_seed(seed)
     generator = InternalCoordinateGenerator.alanine_dipeptide(target.positions, hidden=hidden,
                                                               n_layers=2)
-    return generator, FrameMLPScore(22, FRAME_GROUPS, hidden=hidden, n_layers=2)
+    return generator, PairScore(22, 3, hidden=hidden, n_layers=2,
+                                reference=target.positions._value)
 
 
 def small_config(**overrides):
