@@ -960,8 +960,10 @@ class FrameMLPScore(_Configurable):
     centroids of three atom groups (:func:`group_frame`).  Rotating x_t rotates F, so the
     output is rotation equivariant and translation invariant by construction (it is not
     reflection equivariant, which suits a chiral molecule), at the cost of an MLP on
-    3·n_particles numbers: for alanine dipeptide about 10× cheaper than an EGNN of the
-    same accuracy on a CPU.
+    3·n_particles numbers.  Measured on alanine dipeptide (one CPU core, batch 256,
+    forward + backward): 3 × 256 MLP 0.015 s vs 1.8 s for an :class:`EGNNScore` of 4 × 64.
+    It cannot resolve bond-length noise of a few pm (denoising loss stays at the trivial
+    value for σ ≤ 5 pm); :class:`PairScore` can.
 
     Parameters
     ----------
@@ -1030,8 +1032,9 @@ class PairScore(_Configurable):
     reflections, translation invariant, sums to zero and carries no torque (Σ x_i × s_i = 0),
     which is exactly the space of scores of a rotation- and translation-invariant density.
     Because the MLP sees distances directly it resolves picometre bond-length deviations,
-    which the frame-based :class:`FrameMLPScore` cannot; for a molecule of n ≈ 20 atoms it
-    costs about as much as an MLP on 3n coordinates.
+    which the frame-based :class:`FrameMLPScore` cannot; for alanine dipeptide (231 pairs,
+    3 × 256 MLP) a forward + backward pass on 256 configurations takes 0.03 s on one CPU
+    core, twice the frame MLP.
 
     Parameters
     ----------
