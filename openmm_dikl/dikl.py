@@ -34,6 +34,7 @@ from . import distributed as _dist
 from .diffusion import (WEIGHTINGS, VPSchedule, dikl_surrogate_loss, dsm_loss, gaussian_noise,
                         level_weights, mixed_score_identity, model_score, perturb)
 from .models import remove_mean
+from .torch_mcmc import EnergyAndForce
 
 __all__ = ["CheckpointError", "EnergyAndForce", "target_energy_and_force", "PosteriorSample",
            "PosteriorSampler", "DiKLConfig", "DiKLTrainer", "NeuralSampler", "save_sampler",
@@ -57,51 +58,13 @@ class CheckpointError(ValueError):
 
 
 # ---------------------------------------------------------------------------- energies
-class EnergyAndForce:
-    """Reduced energy and force of a target as one callable.
-
-    ``energy_and_force(x) -> (u, f)`` with x (B, n, d) in nm, u (B,) dimensionless and
-    f = −∇u (B, n, d) in 1/nm, both float64 and detached.
-
-    Parameters
-    ----------
-    target : TargetSystem or object with ``reduced_energy``
-        The target.  Objects without ``has_torch_twin`` are treated as torch targets.
-    use_bridge : bool
-        Take energies and forces from OpenMM through ``target.bridge()`` even if a torch
-        twin exists.  Targets without a twin always use the bridge.
-    """
-
-    def __init__(self, target, use_bridge=False):
-        self.target = target
-        twin = getattr(target, "has_torch_twin", True)
-        self.uses_bridge = bool(use_bridge or not twin)
-        self._bridge = target.bridge() if self.uses_bridge else None
-
-    def __call__(self, x):
-        x = torch.as_tensor(x).detach().to(torch.float64)
-        if self._bridge is not None:
-            u, f = self._bridge.compute(x)
-            return u.to(torch.float64), f.to(torch.float64)
-        with torch.enable_grad():
-            x = x.clone().requires_grad_(True)
-            u = self.target.reduced_energy(x)
-            (grad,) = torch.autograd.grad(u.sum(), x)
-        return u.detach(), -grad
-
-    def close(self):
-        """Close the OpenMM bridge, if one is open."""
-        if self._bridge is not None:
-            self._bridge.close()
-            self._bridge = None
-
-
 def target_energy_and_force(target, use_bridge=False):
     """``(u, −∇u)`` callable for ``target``: torch autograd on the twin, or live OpenMM forces.
 
-    See :class:`EnergyAndForce`; call ``.close()`` when done with a bridge-backed one.
+    See :class:`openmm_dikl.torch_mcmc.EnergyAndForce`; call ``.close()`` when done with a
+    bridge-backed one.
     """
-    return EnergyAndForce(target, use_bridge)
+    return EnergyAndForce(target, use_bridge=use_bridge)
 
 
 # ---------------------------------------------------------------------------- posterior

@@ -47,12 +47,15 @@ class EnergyAndForce:
 
     Parameters
     ----------
-    target : TargetSystem
-        The target.
+    target : TargetSystem or object with ``reduced_energy``
+        The target (objects without ``has_torch_twin`` are treated as torch targets).
     n_workers : int
         Bridge worker processes (ignored for torch twins).
     platform : str, optional
         OpenMM platform for the bridge (default: the target's).
+    use_bridge : bool
+        Take energies and forces from OpenMM through the bridge even if a torch twin
+        exists (DiKL's ``use_bridge``).  Targets without a twin always use the bridge.
 
     Attributes
     ----------
@@ -66,10 +69,10 @@ class EnergyAndForce:
     Close the object (or use it in a ``with`` block) to release the bridge.
     """
 
-    def __init__(self, target, n_workers=1, platform=None):
+    def __init__(self, target, n_workers=1, platform=None, use_bridge=False):
         self.target = target
         self.n_evaluations = 0
-        self.uses_bridge = not target.has_torch_twin
+        self.uses_bridge = bool(use_bridge or not getattr(target, "has_torch_twin", True))
         self._bridge = target.bridge(n_workers=n_workers, platform=platform) \
             if self.uses_bridge else None
 
@@ -88,6 +91,7 @@ class EnergyAndForce:
         """Release the bridge (no-op for torch twins)."""
         if self._bridge is not None:
             self._bridge.close()
+            self._bridge = None
 
     def __enter__(self):
         return self
