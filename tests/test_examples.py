@@ -9,6 +9,8 @@ EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 #: example -> tiny arguments
 TINY = {
+    "ala2_pipeline.py": ["--tiny", "--force-evals", "2000", "--chains", "4", "--iterations", "2",
+                         "--samples", "200", "--refine", "3"],
     "bridge_forces.py": ["--batch", "8", "--workers", "2"],
     "digs_in_simulation.py": ["--sweeps", "500", "--peptide-sweeps", "100"],
     "dikl_dw4.py": ["--tiny", "--iterations", "3", "--samples", "300", "--refine", "5"],
