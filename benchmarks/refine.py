@@ -62,6 +62,10 @@ def main(argv=None):
                 samples, evaluations = x0, 0
             row(label, evaluations, evaluate_configurations(target, samples),
                 time.perf_counter() - t0)
+    if target.name.startswith("alanine_dipeptide"):
+        values = evaluate_configurations(target, x)
+        row("reference noise floor", 0, {k: values[k + "_floor"] for k in COLUMNS
+                                         if k + "_floor" in values}, 0.0)
     if target.name in ("dw4", "lj13"):
         from openmm_dikl import metrics
         floor = metrics.noise_floor(target, n_eval=min(args.n, 2000))
