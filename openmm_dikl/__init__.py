@@ -17,16 +17,22 @@ if _logging.getLogger("pymbar").level == _logging.NOTSET:
 
 from . import metrics, systems, units  # noqa: E402
 from .bridge import OpenMMBridge  # noqa: E402
+from .dikl import DiKLConfig, DiKLTrainer, load_sampler  # noqa: E402
 from .digs import BlockGaussianKernel, DiGSSampler, GaussianKernel, TorsionalKernel  # noqa: E402
 from .integrators import DiffusiveGibbsIntegrator  # noqa: E402
 from .mcmc import DiffusiveGibbsMove  # noqa: E402
-from .models import EGNNGenerator, EGNNScore, MLPGenerator, MLPScore  # noqa: E402
+from .models import (EGNNGenerator, EGNNScore, InternalCoordinateGenerator,  # noqa: E402
+                     MLPGenerator, MLPScore)
+from .refine import refine_samples  # noqa: E402
+from .sampling import run_sampler  # noqa: E402
 from .systems import TargetSystem  # noqa: E402
 from .tempering import ParallelTempering  # noqa: E402
 from .torch_mcmc import HMC, MALA  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["systems", "units", "metrics", "OpenMMBridge", "TargetSystem",
-           "DiffusiveGibbsIntegrator", "DiffusiveGibbsMove", "EGNNGenerator", "EGNNScore",
-           "MLPGenerator", "MLPScore", "ParallelTempering", "DiGSSampler", "GaussianKernel", "BlockGaussianKernel",
-           "TorsionalKernel", "MALA", "HMC"]
+           "DiffusiveGibbsIntegrator", "DiffusiveGibbsMove", "DiGSSampler", "GaussianKernel",
+           "BlockGaussianKernel", "TorsionalKernel", "MALA", "HMC", "ParallelTempering",
+           "run_sampler", "EGNNGenerator", "EGNNScore", "MLPGenerator", "MLPScore",
+           "InternalCoordinateGenerator", "DiKLConfig", "DiKLTrainer", "load_sampler",
+           "refine_samples"]
