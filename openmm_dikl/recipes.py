@@ -14,8 +14,7 @@ import time
 from .systems import get as get_system
 from .systems import shipped_path
 
-__all__ = ["load_recipe", "train_from_recipe", "evaluate_generator", "evaluate_configurations",
-           "ala2_metrics"]
+__all__ = ["load_recipe", "train_from_recipe", "evaluate_generator", "evaluate_configurations"]
 
 RECIPE_KEYS = {"system", "generator", "score_model", "dikl"}
 
@@ -55,7 +54,7 @@ def evaluate_generator(target, sampler, n_samples=10000, seed=0):
     Uses :func:`openmm_dikl.metrics.evaluate_samples` (W2 in nm, TVDs) when a reference
     exists and adds mode metrics for MoG-40 (coverage, mean log-density) and MW-32
     (per-coordinate basin-weight error).  Alanine dipeptide systems get
-    :func:`ala2_metrics` against the shipped parallel-tempering reference.
+    :func:`openmm_dikl.evaluation.ala2_metrics` against the shipped parallel-tempering reference.
     """
     return evaluate_configurations(target, sampler.sample(n_samples, seed=seed))
 
@@ -80,64 +79,9 @@ def evaluate_configurations(target, x):
         result["max_basin_weight_error"] = float(np.max(np.abs(
             metrics.basin_weights(x) - exact)))
     if target.name.startswith("alanine_dipeptide"):
+        from .evaluation import ala2_metrics
         result.update(ala2_metrics(target, x))
     return result
-
-
-def ala2_metrics(target, x):
-    """φ/ψ/Ramachandran KLs and energy agreement of alanine dipeptide samples (dict of floats).
-
-    Parameters
-    ----------
-    target : TargetSystem
-        An ``alanine_dipeptide_*`` system (its energy is used for the energy metrics).
-    x : torch.Tensor, shape=(n_samples, 22, 3)
-        Samples in nm.
-
-    Returns
-    -------
-    dict
-        ``kl_phi``, ``kl_psi``, ``kl_ramachandran`` (nats, KL(reference ‖ samples) on 60
-        (60×60) bins with a pseudo-count of one sample per bin, the protocol of
-        :mod:`openmm_dikl.evaluation`), the same three for two halves of the reference
-        thinned to the sample size (``*_floor``), ``fraction_phi_positive`` (and the
-        reference's), ``energy_tvd`` (TVD of energy histograms, 200 bins spanning the
-        reference, samples outside counted in full) with its floor ``energy_tvd_floor``,
-        and the mean energies ``mean_energy_kjmol`` / ``reference_mean_energy_kjmol``
-        (kJ/mol).  The reference is the shipped implicit-solvent PT run (300 K); for
-        other alanine dipeptide variants the angle metrics still apply but the energy
-        metrics compare different potentials and are reported only as means.
-    """
-    import numpy as np
-    import torch
-    from openmm import unit
-
-    from . import metrics
-    from .evaluation import ala2_reference
-    ref = ala2_reference()
-    x = torch.as_tensor(x).detach().to(torch.float64)
-    angles = metrics.phi_psi(x.numpy(), target.topology)
-    ref_angles = np.stack([ref["phi"], ref["psi"]], axis=1).astype(np.float64)
-    half = len(ref_angles) // 2
-    thinned = ref_angles[half:][np.linspace(0, half - 1, min(len(angles), half)).astype(int)]
-    pseudo = 1.0 / len(angles)
-    out = {}
-    for key, fn, cols in (("kl_phi", metrics.dihedral_kl, 0), ("kl_psi", metrics.dihedral_kl, 1),
-                          ("kl_ramachandran", metrics.ramachandran_kl, slice(0, 2))):
-        out[key] = float(fn(angles[:, cols], ref_angles[:, cols], pseudo=pseudo))
-        out[key + "_floor"] = float(fn(thinned[:, cols], ref_angles[:half, cols], pseudo=pseudo))
-    out["fraction_phi_positive"] = float(np.mean(angles[:, 0] > 0))
-    out["reference_fraction_phi_positive"] = float(np.mean(ref_angles[:, 0] > 0))
-    kt = target.kT.value_in_unit(unit.kilojoule_per_mole)
-    energy = target.reduced_energy(x).detach().numpy() * kt
-    out["mean_energy_kjmol"] = float(np.mean(energy[np.isfinite(energy)]))
-    out["reference_mean_energy_kjmol"] = float(np.mean(ref["energy_kjmol"]))
-    if target.name == "alanine_dipeptide_implicit":
-        u_ref = ref["energy_kjmol"] / kt
-        out["energy_tvd"] = float(metrics.energy_tvd(energy / kt, u_ref))
-        ref_half = u_ref[half:][np.linspace(0, half - 1, min(len(angles), half)).astype(int)]
-        out["energy_tvd_floor"] = float(metrics.energy_tvd(ref_half, u_ref[:half]))
-    return out
 
 
 def _cpu_seconds():

@@ -146,7 +146,7 @@ def test_dikl_iterations_with_openmm_forces(implicit, tmp_path):
 
 
 def test_ala2_metrics_record_angles_and_energy(implicit):
-    from openmm_dikl.recipes import ala2_metrics
+    from openmm_dikl.evaluation import ala2_metrics
     generator, _ = models(implicit)
     with torch.no_grad():
         x = generator.sample(500, generator=torch.Generator().manual_seed(5))
