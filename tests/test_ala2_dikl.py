@@ -10,14 +10,6 @@ from openmm_dikl.internal import ALANINE_PHI, ALANINE_PSI
 from openmm_dikl.models import InternalCoordinateGenerator, PairScore, build_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def implicit():
     return systems.get("alanine_dipeptide_implicit")

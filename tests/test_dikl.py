@@ -17,14 +17,6 @@ from test_diffusion import MIX, mixture_force, mixture_posterior
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def dw4():
     return systems.get("dw4")
