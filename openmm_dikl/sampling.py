@@ -30,8 +30,8 @@ from tqdm.auto import tqdm
 
 from .systems.user import check_samplable
 
-__all__ = ["INTEGRATOR_METHODS", "TORCH_METHODS", "METHODS", "SamplingError", "SamplingResult",
-           "run_sampler", "make_integrator", "chain_seed"]
+__all__ = ["INTEGRATOR_METHODS", "TORCH_METHODS", "METHODS", "DIGS_DEFAULTS", "SamplingError",
+           "SamplingResult", "run_sampler", "make_integrator", "chain_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,8 @@ def _torch_digs(target, energy, seed, step_size=None, **options):
     """DiGS in torch: torsional kernel on φ/ψ for peptides, Gaussian kernel otherwise.
 
     Molecular default (``benchmarks/digs_torch.py``): σ = π on φ and ψ (a nearly uniform
-    wrapped normal) with 1 MALA step of 1e-6 nm² per sweep in Cartesian space.
+    wrapped normal) with 1 MALA step of 1e-6 nm² per sweep in Cartesian space.  Particle
+    systems: :data:`DIGS_DEFAULTS`.
     """
     from .digs import DiGSSampler, TorsionalKernel
     if _is_dipeptide(target):
@@ -143,8 +144,23 @@ def _torch_digs(target, energy, seed, step_size=None, **options):
         options.setdefault("n_denoise_steps", 1)
         return DiGSSampler(energy, kernel=kernel, step_size=step_size or 1e-6, seed=seed,
                            **options)
-    options.setdefault("alphas", [0.1] if target.name == "mog40" else [0.5, 0.9])
-    return DiGSSampler(energy, step_size=step_size or 1e-2, seed=seed, **options)
+    for key, value in DIGS_DEFAULTS.get(target.name, {"alphas": [0.5, 0.9]}).items():
+        options.setdefault(key, value)
+    if options.pop("blocks", None) == "particles":  # one particle per level (BlockGaussianKernel)
+        from .digs import BlockGaussianKernel
+        (alpha,) = options.pop("alphas")
+        options["kernel"] = BlockGaussianKernel(alpha, [[k] for k in range(target.n_particles)])
+    step_size = step_size or options.pop("step_size", None) or 1e-2
+    return DiGSSampler(energy, step_size=step_size, seed=seed, **options)
+
+
+#: Per-system defaults of torch DiGS on particle systems (``benchmarks/digs_*.py``, tests):
+#: MoG-40 one level α = 0.1 (the paper's setting); MW-32, 16 independent double wells, a
+#: blocked kernel noising one particle per level at α = 0.5 (a full 32-D Gaussian
+#: initialisation is never accepted).  Others: α ∈ {0.5, 0.9}.
+DIGS_DEFAULTS = {"mog40": {"alphas": [0.1]},
+                 "mw32": {"alphas": [0.5], "blocks": "particles", "step_size": 0.05,
+                          "n_denoise_steps": 1}}
 
 
 def _torch_mala(target, energy, seed, step_size=None, **options):
