@@ -131,13 +131,15 @@ def train_from_recipe(system_name, recipe, out_dir, resume=False, progress=True,
     command = ["openmm-dikl"] + sys.argv[1:]
     if distributed.world_size() > 1 and "--nproc" not in command:
         command += ["--nproc", str(distributed.world_size())]
+    final_metrics = evaluate_generator(target, sampler)
+    # CPU time of training and of this final evaluation (the whole `train` command)
     result = {"system": system_name, "command": " ".join(command),
               "processes": distributed.world_size(),
               "seed": config.seed, "iterations": trainer.iteration,
               "wall_time_s": round(trainer.wall_time, 1),
-              "cpu_time_s": round(previous_cpu + _cpu_seconds() - cpu_before, 1),
+              "cpu_time_s": round(previous_cpu + _cpu_seconds() - cpu_before, 2),
               "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "metrics": evaluate_generator(target, sampler)}
+              "metrics": final_metrics}
     tmp = os.path.join(out_dir, ".result.json.tmp")
     with open(tmp, "w") as handle:
         json.dump(result, handle, indent=1)
