@@ -1,4 +1,4 @@
-"""Reverse diffusive KL (DiKL, He et al., AISTATS 2025): posterior sampler, trainer, I/O.
+"""Reverse diffusive KL (DiKL, He et al., AISTATS 2025): configuration and trainer.
 
 A one-shot generator x = f_θ(z) is trained to minimise Σ_t w(t) KL[p_θ * k_t || p * k_t].
 Its gradient needs two scores of the noised distributions at x_t = α_t f_θ(z) + σ_t ε:
@@ -12,7 +12,9 @@ Units: positions in nm, reduced energies u = U/kT (dimensionless), reduced force
 Files written by :meth:`DiKLTrainer.train` in ``out_dir``: ``checkpoint.pt`` (the latest
 full training state, replaced atomically), ``log.csv`` (one row per iteration),
 ``eval.csv`` (one row per evaluation, if an ``eval_fn`` is given) and ``sampler.pt``
-(generator only, see :func:`save_sampler`).
+(generator only, see :func:`save_sampler`).  The posterior sampler lives in
+:mod:`openmm_dikl.posterior`, checkpoint files and :func:`load_sampler` in
+:mod:`openmm_dikl.checkpoints` (both re-exported here).
 """
 import copy
 import csv
@@ -20,8 +22,6 @@ import dataclasses
 import logging
 import math
 import os
-import secrets
-import tempfile
 import time
 from typing import Optional, Tuple
 
@@ -31,9 +31,13 @@ from openmm import unit
 from tqdm.auto import tqdm
 
 from . import distributed as _dist
-from .diffusion import (WEIGHTINGS, VPSchedule, dikl_surrogate_loss, dsm_loss, gaussian_noise,
-                        level_weights, mixed_score_identity, model_score, perturb)
+from .checkpoints import (BUNDLED_SAMPLERS, CHECKPOINT_FORMAT, CheckpointError,  # noqa: F401
+                          NeuralSampler, _atomic_save, _check_target, _load_file, _load_state,
+                          load_sampler, save_sampler)
+from .diffusion import (WEIGHTINGS, VPSchedule, dikl_surrogate_loss, dsm_loss, level_weights,
+                        mixed_score_identity, model_score, perturb)
 from .models import remove_mean
+from .posterior import PosteriorSample, PosteriorSampler  # noqa: F401
 from .torch_mcmc import EnergyAndForce
 
 __all__ = ["CheckpointError", "EnergyAndForce", "target_energy_and_force", "PosteriorSample",
@@ -42,19 +46,12 @@ __all__ = ["CheckpointError", "EnergyAndForce", "target_energy_and_force", "Post
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "openmm_dikl.dikl/1"
-#: Systems for which a trained sampler is meant to ship in ``systems/checkpoints/``.
-BUNDLED_SAMPLERS = ("dw4", "lj13", "mw32", "mog40")
 #: Config fields that may change between a checkpoint and a resumed run.
 _RESUMABLE_FIELDS = {"n_iterations", "checkpoint_every", "eval_every", "eval_samples",
                      "use_bridge"}
 _LOG_COLUMNS = ["iteration", "dsm_loss", "score_gap", "acceptance", "step_size_min",
                 "step_size_max", "ess_fraction", "energy_evaluations", "n_dropped",
                 "skipped_steps", "wall_time_s"]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is corrupt, truncated, of the wrong kind or for another system."""
 
 
 # ---------------------------------------------------------------------------- energies
@@ -65,229 +62,6 @@ def target_energy_and_force(target, use_bridge=False):
     bridge-backed one.
     """
     return EnergyAndForce(target, use_bridge=use_bridge)
-
-
-# ---------------------------------------------------------------------------- posterior
-@dataclasses.dataclass
-class PosteriorSample:
-    """Output of :meth:`PosteriorSampler.sample`.
-
-    Attributes
-    ----------
-    samples : torch.Tensor, shape=(P, B, n, d), float64
-        Posterior samples in nm (P = ``n_posterior``, or K = ``n_importance`` if not
-        resampled).
-    forces : torch.Tensor, shape=(P, B, n, d), float64
-        Reduced target forces −∇u (1/nm) at the samples.
-    weights : torch.Tensor or None, shape=(P, B)
-        Normalised importance weights (only without resampling).
-    acceptance : torch.Tensor, shape=(B,)
-        Mean MALA acceptance probability per x_t (NaN without MALA steps).
-    step_size : torch.Tensor, shape=(G,)
-        Adapted MALA step sizes (nm²) per group.
-    ess_fraction : torch.Tensor, shape=(B,)
-        Effective sample size of the importance / AIS weights divided by K.
-    """
-
-    samples: torch.Tensor
-    forces: torch.Tensor
-    weights: Optional[torch.Tensor]
-    acceptance: torch.Tensor
-    step_size: torch.Tensor
-    ess_fraction: torch.Tensor
-
-
-class PosteriorSampler:
-    """Samples p(x | x_t) ∝ exp(−u(x)) N(x_t | α x, σ² I) for a batch of x_t.
-
-    Parameters
-    ----------
-    energy_and_force : callable
-        x (B, n, d) nm -> (u (B,), −∇u (B, n, d)), float64 (see :class:`EnergyAndForce`).
-    n_importance : int
-        K proposals per x_t from q(x) = N(x_t/α, (σ/α)² I).
-    n_ais_steps : int
-        Annealed importance sampling steps from q to the posterior (0: plain importance
-        sampling).  Step j targets q(x) exp(−β_j u(x)), β_j = j / n_ais_steps, with one
-        MALA transition.
-    n_mala_steps : int
-        Adaptive MALA steps on the posterior after resampling.
-    n_posterior : int
-        P samples drawn (with replacement) from the K weighted particles per x_t.
-    resample : bool
-        If False, all K particles are kept, moved by MALA (which keeps them properly
-        weighted) and returned with their normalised weights.
-    acceptance_range : (float, float)
-        After every MALA step each group's step size is multiplied by ``adapt_factor`` if
-        its mean acceptance probability is above the range, divided if below.
-    adapt_factor : float
-        > 1.
-    centre : bool
-        Work in the zero-centre-of-mass subspace (translation-invariant targets): the
-        proposal noise and MALA noise are centred, so centred x_t give centred samples.
-
-    Notes
-    -----
-    The proposal q is proportional to the kernel N(x_t | α x, σ² I) as a function of x, so
-    the importance weights are w ∝ exp(−u(x)).  MALA on the posterior uses
-    ∇ log p(x | x_t) = −∇u(x) + α (x_t − α x) / σ² and the proposal
-    x' = x + h ∇ log p + sqrt(2h) ξ with the Metropolis–Hastings correction.  Non-finite
-    energies (particle overlaps) get zero weight and are always rejected.
-    """
-
-    def __init__(self, energy_and_force, n_importance=20, n_ais_steps=0, n_mala_steps=50,
-                 n_posterior=1, resample=True, acceptance_range=(0.5, 0.6), adapt_factor=1.1,
-                 centre=False):
-        for name, value, low in (("n_importance", n_importance, 1),
-                                 ("n_ais_steps", n_ais_steps, 0),
-                                 ("n_mala_steps", n_mala_steps, 0),
-                                 ("n_posterior", n_posterior, 1)):
-            if int(value) != value or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value}")
-        low, high = acceptance_range
-        if not 0.0 < low <= high < 1.0:
-            raise ValueError(f"acceptance_range must satisfy 0 < low <= high < 1, got "
-                             f"{acceptance_range}")
-        if not adapt_factor > 1.0:
-            raise ValueError(f"adapt_factor must be > 1, got {adapt_factor}")
-        self.energy_and_force = energy_and_force
-        self.n_importance = int(n_importance)
-        self.n_ais_steps = int(n_ais_steps)
-        self.n_mala_steps = int(n_mala_steps)
-        self.n_posterior = int(n_posterior)
-        self.resample = bool(resample)
-        self.acceptance_range = (float(low), float(high))
-        self.adapt_factor = float(adapt_factor)
-        self.centre = bool(centre)
-        #: Number of configurations whose energy and force were computed so far.
-        self.n_evaluations = 0
-
-    def _evaluate(self, x):
-        """u, f of x (..., n, d) with non-finite results mapped to u = +inf, f = 0."""
-        flat = x.reshape((-1,) + x.shape[-2:])
-        u, f = self.energy_and_force(flat)
-        self.n_evaluations += flat.shape[0]
-        u = u.reshape(x.shape[:-2]).to(torch.float64)
-        f = f.reshape(x.shape).to(torch.float64)
-        bad = ~(torch.isfinite(u) & torch.isfinite(f).flatten(-2).all(-1))
-        if bad.any():
-            u = torch.where(bad, torch.full_like(u, math.inf), u)
-            f = torch.where(bad[..., None, None], torch.zeros_like(f), f)
-        return u, f
-
-    @staticmethod
-    def _log_density(x, u, f, x_t, alpha, sigma, beta):
-        """log π_β(x) = −β u − |x_t − α x|²/(2σ²) (up to a constant) and its gradient."""
-        resid = x_t - alpha * x
-        log_p = -beta * u - resid.pow(2).sum((-2, -1)) / (2.0 * sigma[..., 0, 0] ** 2)
-        return log_p, beta * f + alpha * resid / sigma**2
-
-    def _mala_step(self, x, u, f, x_t, alpha, sigma, beta, h, generator):
-        """One MALA step on π_β for all chains; h broadcastable to x (nm²)."""
-        log_p, grad = self._log_density(x, u, f, x_t, alpha, sigma, beta)
-        noise = gaussian_noise(x.shape, generator, self.centre)
-        y = x + h * grad + torch.sqrt(2.0 * h) * noise
-        u_y, f_y = self._evaluate(y)
-        log_p_y, grad_y = self._log_density(y, u_y, f_y, x_t, alpha, sigma, beta)
-        log_forward = -noise.pow(2).sum((-2, -1)) / 2.0
-        log_backward = -(x - y - h * grad_y).pow(2).sum((-2, -1)) / (4.0 * h[..., 0, 0])
-        log_ratio = log_p_y - log_p + log_backward - log_forward
-        log_ratio = torch.nan_to_num(log_ratio, nan=-math.inf)
-        prob = torch.exp(torch.clamp(log_ratio, max=0.0))
-        accept = torch.rand(prob.shape, generator=generator, dtype=torch.float64) < prob
-        keep = accept[..., None, None]
-        return (torch.where(keep, y, x), torch.where(accept, u_y, u), torch.where(keep, f_y, f),
-                prob)
-
-    def sample(self, x_t, alpha, sigma, step_size, generator=None, groups=None):
-        """Draw posterior samples for each x_t.
-
-        Parameters
-        ----------
-        x_t : torch.Tensor, shape=(B, n, d)
-            Noisy configurations in nm (centred when ``centre``).
-        alpha, sigma : torch.Tensor, shape=(B,) or float
-            Kernel scale (dimensionless) and noise (nm) of each x_t.
-        step_size : torch.Tensor, shape=(G,) or float
-            MALA step sizes h (nm²) per group; not modified in place.
-        generator : torch.Generator, optional
-        groups : torch.Tensor, shape=(B,), dtype=long, optional
-            Group of each x_t for step-size adaptation (e.g. its noise level); default
-            every x_t is its own group (G = B).
-
-        Returns
-        -------
-        PosteriorSample
-        """
-        x_t = torch.as_tensor(x_t).detach().to(torch.float64)
-        if x_t.dim() != 3:
-            raise ValueError(f"x_t must have shape (B, n, d), got {tuple(x_t.shape)}")
-        n_batch = x_t.shape[0]
-        alpha = torch.as_tensor(alpha, dtype=torch.float64).expand(n_batch).reshape(-1, 1, 1)
-        sigma = torch.as_tensor(sigma, dtype=torch.float64).expand(n_batch).reshape(-1, 1, 1)
-        if not ((alpha > 0).all() and (sigma > 0).all()):
-            raise ValueError("alpha and sigma must be positive")
-        if groups is None:
-            groups = torch.arange(n_batch)
-        groups = torch.as_tensor(groups, dtype=torch.long)
-        step_size = torch.as_tensor(step_size, dtype=torch.float64)
-        if step_size.dim() == 0:
-            step_size = step_size.expand(int(groups.max()) + 1)
-        step_size = step_size.clone()
-        if groups.shape != (n_batch,) or groups.min() < 0 or groups.max() >= len(step_size):
-            raise ValueError(f"groups must be (B,) = ({n_batch},) indices into step_size "
-                             f"(length {len(step_size)})")
-        if not (step_size > 0).all():
-            raise ValueError("MALA step sizes must be positive")
-
-        # Importance proposals from q(x) = N(x_t / α, (σ / α)² I).
-        shape = (self.n_importance,) + tuple(x_t.shape)
-        x = x_t / alpha + (sigma / alpha) * gaussian_noise(shape, generator, self.centre)
-        u, f = self._evaluate(x)
-        log_w = torch.zeros(shape[:2], dtype=torch.float64)
-
-        # AIS from q (β = 0) to the posterior (β = 1); plain IS when n_ais_steps == 0.
-        n_stages = max(self.n_ais_steps, 1)
-        h = step_size[groups].reshape(-1, 1, 1)
-        for j in range(1, n_stages + 1):
-            log_w = log_w - u / n_stages  # u = +inf (overlap) gives weight 0
-            if self.n_ais_steps:
-                x, u, f, _ = self._mala_step(x, u, f, x_t, alpha, sigma, j / n_stages, h,
-                                             generator)
-        dead = torch.isinf(log_w).all(0)
-        if dead.any():
-            logger.debug("%d x_t had no finite-energy proposal", int(dead.sum()))
-            log_w[:, dead] = 0.0
-        weights = torch.softmax(log_w, dim=0)
-        ess_fraction = 1.0 / weights.pow(2).sum(0) / self.n_importance
-
-        if self.resample:
-            index = torch.multinomial(weights.T, self.n_posterior, replacement=True,
-                                      generator=generator).T
-            batch = torch.arange(n_batch).expand_as(index)
-            x, u, f = x[index, batch], u[index, batch], f[index, batch]
-            weights = None
-
-        acceptance = torch.zeros(n_batch, dtype=torch.float64)
-        low, high = self.acceptance_range
-        counts = torch.bincount(groups, minlength=len(step_size)).to(torch.float64)
-        for _ in range(self.n_mala_steps):
-            h = step_size[groups].reshape(-1, 1, 1)
-            x, u, f, prob = self._mala_step(x, u, f, x_t, alpha, sigma, 1.0, h, generator)
-            prob_b = prob.mean(0)
-            acceptance += prob_b
-            group_acc = torch.zeros_like(step_size).index_add_(0, groups, prob_b)
-            group_acc = group_acc / counts.clamp(min=1.0)
-            used = counts > 0
-            step_size = torch.where(used & (group_acc > high), step_size * self.adapt_factor,
-                                    step_size)
-            step_size = torch.where(used & (group_acc < low), step_size / self.adapt_factor,
-                                    step_size)
-        if self.n_mala_steps:
-            acceptance /= self.n_mala_steps
-        else:
-            acceptance.fill_(math.nan)
-        return PosteriorSample(x, f, weights, acceptance, step_size, ess_fraction)
 
 
 # ---------------------------------------------------------------------------- trainer
@@ -440,86 +214,6 @@ def _is_translation_invariant(target, energy_and_force):
     _, f = energy_and_force(x)
     total = f.sum(-2).abs().sum(-1)
     return bool((total <= 1e-8 * (f.abs().sum((-2, -1)) + 1.0)).all())
-
-
-#: Fault-injection hook for tests/test_faults.py: with this variable set to K, the K-th
-#: checkpoint write of the process leaves a half-written temporary file and hangs (until
-#: killed), so a test can SIGKILL training deterministically in the middle of a write.
-_HANG_IN_SAVE_ENV = "OPENMM_DIKL_TEST_HANG_IN_SAVE"
-_save_calls = 0
-
-
-def _maybe_hang_in_save(handle):
-    global _save_calls
-    _save_calls += 1
-    if os.environ.get(_HANG_IN_SAVE_ENV) == str(_save_calls):
-        handle.flush()
-        handle.truncate(max(1, handle.tell() // 2))
-        handle.flush()
-        while True:
-            time.sleep(1.0)
-
-
-def _atomic_save(obj, path):
-    """torch.save to a temporary file in the same folder, fsync, then os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            _maybe_hang_in_save(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    try:
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
-def _load_file(path, kinds=("trainer", "sampler")):
-    """Load and sanity-check an openmm_dikl checkpoint file (dict) on the CPU."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint file {path!r} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for damaged files
-        raise CheckpointError(f"checkpoint file {path!r} is truncated or corrupt "
-                              f"({type(err).__name__}: {err})") from err
-    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"file {path!r} is not an openmm_dikl DiKL checkpoint "
-                              f"(expected format {CHECKPOINT_FORMAT!r})")
-    if obj.get("kind") not in kinds:
-        raise CheckpointError(f"checkpoint file {path!r} holds a {obj.get('kind')!r}, "
-                              f"expected one of {kinds}")
-    return obj
-
-
-def _check_target(obj, path, name, n_particles, spatial_dim):
-    found = (obj.get("target_name"), obj.get("n_particles"), obj.get("spatial_dim"))
-    if found != (name, n_particles, spatial_dim):
-        raise CheckpointError(f"checkpoint file {path!r} is for system {found[0]!r} "
-                              f"({found[1]} particles, {found[2]}-D), not for {name!r} "
-                              f"({n_particles} particles, {spatial_dim}-D)")
-
-
-def _load_state(module, state, what, path):
-    try:
-        module.load_state_dict(state)
-    except (RuntimeError, KeyError, TypeError) as err:
-        raise CheckpointError(f"the {what} in checkpoint file {path!r} does not fit the "
-                              f"model: {err}") from err
 
 
 def _rank_seed(seed, rank):
@@ -1140,176 +834,3 @@ def _append_csv(path, columns, row):
         if new:
             writer.writeheader()
         writer.writerow(row)
-
-
-# ---------------------------------------------------------------------------- samplers
-class NeuralSampler:
-    """A trained one-shot generator: ``sample(n)`` costs one network call per batch.
-
-    Parameters
-    ----------
-    generator : torch.nn.Module
-        With ``sample(n, generator=torch.Generator)`` -> (n, n_particles, spatial_dim), nm.
-    target_name : str
-        Name of the system it was trained on.
-    metadata : dict, optional
-    centre : bool
-        Remove the centre of mass of the samples (runs in the centred subspace).
-    source : str, optional
-        File it was loaded from.
-    """
-
-    def __init__(self, generator, target_name, metadata=None, centre=False, source=None):
-        self.generator = generator.eval()
-        self.target_name = target_name
-        self.metadata = dict(metadata or {})
-        self.centre = bool(centre)
-        self.source = source
-        self.n_particles = generator.n_particles
-        self.spatial_dim = generator.spatial_dim
-
-    def __repr__(self):
-        return (f"NeuralSampler({self.target_name!r}, n_particles={self.n_particles}, "
-                f"spatial_dim={self.spatial_dim}, source={self.source!r})")
-
-    def sample(self, n, seed=None, batch_size=10000):
-        """Draw ``n`` configurations.
-
-        Parameters
-        ----------
-        n : int
-            Number of samples (≥ 1).
-        seed : int, optional
-            Seed of the torch.Generator used (None: fresh entropy); the global RNG is
-            never used.
-        batch_size : int
-            Samples per generator call.
-
-        Returns
-        -------
-        torch.Tensor, shape=(n, n_particles, spatial_dim), dtype=float64
-            Positions in nm.
-        """
-        if int(n) != n or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n}")
-        gen = torch.Generator().manual_seed(secrets.randbits(62) if seed is None else int(seed))
-        chunks = []
-        with torch.no_grad():
-            for start in range(0, int(n), int(batch_size)):
-                m = min(int(batch_size), int(n) - start)
-                x = self.generator.sample(m, generator=gen).to(torch.float64)
-                chunks.append(remove_mean(x) if self.centre else x)
-        return torch.cat(chunks)
-
-    def to_mdtraj(self, n, seed=None):
-        """``n`` samples as an :class:`mdtraj.Trajectory` of the bundled system (nm).
-
-        Raises
-        ------
-        ValueError
-            If ``target_name`` is not a bundled system (no topology is known).
-        """
-        from . import systems
-        try:
-            target = systems.get(self.target_name)
-        except KeyError as err:
-            raise ValueError(f"sampler was trained on {self.target_name!r}, which is not a "
-                             f"bundled system; use sample() and your own topology") from err
-        return target.to_mdtraj(self.sample(n, seed).numpy())
-
-
-def save_sampler(path, target_name, generator, metadata=None, centre=False):
-    """Write a small generator-only file that :func:`load_sampler` reads.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Destination (written atomically).
-    target_name : str
-        System the generator samples.
-    generator : torch.nn.Module
-        Needs ``config`` (a dict accepted by ``openmm_dikl.models.build_model``),
-        ``n_particles`` and ``spatial_dim``.
-    metadata : dict, optional
-        Plain Python values (numbers, strings, lists, dicts) to keep with the model.
-    centre : bool
-        Whether samples are to be centred on their centre of mass.
-
-    Raises
-    ------
-    ValueError
-        If the generator has no ``config`` to rebuild it from.
-    """
-    config = getattr(generator, "config", None)
-    if config is None:
-        raise ValueError("generator has no `config` dict, so load_sampler could not rebuild "
-                         "it; build it with openmm_dikl.models")
-    _atomic_save({"format": CHECKPOINT_FORMAT, "kind": "sampler", "target_name": target_name,
-                  "n_particles": generator.n_particles, "spatial_dim": generator.spatial_dim,
-                  "generator_config": config, "generator_state": generator.state_dict(),
-                  "metadata": dict(metadata or {}), "centre": bool(centre)}, os.fspath(path))
-
-
-def load_sampler(name_or_path, target=None):
-    """Load a trained generator as a :class:`NeuralSampler`.
-
-    Parameters
-    ----------
-    name_or_path : str or os.PathLike
-        A bundled name (``"dw4"``, ``"lj13"``, ``"mw32"``, ``"mog40"``: the file
-        ``systems/checkpoints/<name>.pt``) or the path of a file written by
-        :func:`save_sampler` or :meth:`DiKLTrainer.save_checkpoint`.
-    target : str or TargetSystem, optional
-        If given, the checkpoint must have been trained on this system.
-
-    Returns
-    -------
-    NeuralSampler
-
-    Raises
-    ------
-    FileNotFoundError
-        Unknown name, missing file, or a bundled checkpoint that is not shipped.
-    CheckpointError
-        Corrupt/truncated file, a file that is not a DiKL checkpoint, weights that do not
-        fit the stored architecture, or a checkpoint for another system than ``target``.
-    """
-    name_or_path = os.fspath(name_or_path)
-    if name_or_path in BUNDLED_SAMPLERS and not os.path.exists(name_or_path):
-        from .systems import shipped_path
-        try:
-            path = shipped_path(f"checkpoints/{name_or_path}.pt")
-        except FileNotFoundError as err:
-            raise FileNotFoundError(
-                f"no trained sampler is bundled for {name_or_path!r}: "
-                f"systems/checkpoints/{name_or_path}.pt is missing from this installation "
-                f"(train one with DiKLTrainer and pass its path)") from err
-    elif os.path.exists(name_or_path):
-        path = name_or_path
-    else:
-        raise FileNotFoundError(f"{name_or_path!r} is neither a bundled sampler "
-                                f"({', '.join(BUNDLED_SAMPLERS)}) nor an existing checkpoint file")
-    obj = _load_file(path)
-    if target is not None:
-        name = target if isinstance(target, str) else target.name
-        if obj.get("target_name") != name:
-            raise CheckpointError(f"checkpoint file {path!r} is for system "
-                                  f"{obj.get('target_name')!r}, not {name!r}")
-    if obj.get("generator_config") is None:
-        raise CheckpointError(f"checkpoint file {path!r} has no generator config, so the "
-                              "generator cannot be rebuilt")
-    from .models import build_model
-    try:
-        generator = build_model(obj["generator_config"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint file {path!r} holds a generator config that "
-                              f"openmm_dikl.models cannot build: {err}") from err
-    # a trainer checkpoint with a weight average samples from the average
-    state = obj.get("generator_ema_state") or obj["generator_state"]
-    _load_state(generator, state, "generator", path)
-    if (generator.n_particles, generator.spatial_dim) != (obj["n_particles"], obj["spatial_dim"]):
-        raise CheckpointError(f"checkpoint file {path!r}: the generator shape does not match "
-                              f"the stored system shape")
-    metadata = obj.get("metadata") or {"iteration": obj.get("iteration")}
-    return NeuralSampler(generator, obj["target_name"], metadata, obj.get("centre", False),
-                         source=path)

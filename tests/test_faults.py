@@ -37,7 +37,7 @@ from openmm_dikl.systems import from_openmm, shipped_path
 from openmm_dikl.torch_mcmc import HMC, MALA
 from openmm_dikl.units import as_kelvin, check_positions
 
-HANG_ENV = "OPENMM_DIKL_TEST_HANG_IN_SAVE"  # see openmm_dikl.dikl._maybe_hang_in_save
+HANG_ENV = "OPENMM_DIKL_TEST_HANG_IN_SAVE"  # see openmm_dikl.checkpoints._maybe_hang_in_save
 CHECKPOINT_EVERY = 3
 
 
