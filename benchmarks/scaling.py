@@ -85,8 +85,10 @@ def _ddp_worker(rank, world, rendezvous, recipe, n_iterations, warmup, out):
         dist.destroy_process_group()
 
 
-def dikl_rates(n_iterations, warmup, rounds, threads2=False):
+def dikl_rates(n_iterations, warmup, rounds, threads2=False, batch_size=None):
     recipe = load_recipe("dw4")
+    if batch_size:  # global batch of generator samples and of DSM samples
+        recipe["dikl"].update(batch_size=batch_size, score_samples_per_iter=2 * batch_size)
     rates = {"1 process, 1 thread": [], "2 processes": []}
     cpu = {"1 process, 1 thread": [], "2 processes": []}
     if threads2:
@@ -201,14 +203,18 @@ def main():
     parser.add_argument("--rounds", type=int, default=2, help="alternating repeats")
     parser.add_argument("--threads2", action="store_true",
                         help="also time DiKL in one process with two torch threads")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="global DiKL batch (default: the recipe's 256; DSM samples 2x)")
     parser.add_argument("--skip-dikl", action="store_true")
     parser.add_argument("--skip-digs", action="store_true")
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs; load average (1, 5, 15 min) at start: {load_average()}")
     print(f"uptime: {os.popen('uptime').read().strip()}")
     if not args.skip_dikl:
-        rates, cpu = dikl_rates(args.iterations, args.warmup, args.rounds, args.threads2)
-        report("DiKL training, DW-4 recipe (global batch 256)", rates, "1 process, 1 thread",
+        rates, cpu = dikl_rates(args.iterations, args.warmup, args.rounds, args.threads2,
+                                args.batch_size)
+        report(f"DiKL training, DW-4 recipe (global batch {args.batch_size or 256})", rates,
+               "1 process, 1 thread",
                [n for n in rates if n != "1 process, 1 thread"], "it/s")
         report_cpu(cpu, "1 process, 1 thread", "2 processes", "iteration")
     if not args.skip_digs:
