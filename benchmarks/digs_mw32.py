@@ -62,14 +62,14 @@ N_DENOISE = 5
 STEP_SIZE = 0.02  # nm²: denoising acceptance ≈ 0.5 (0.1 nm² is unstable in the wells, u'' ≈ 25)
 
 
-def run_digs(target, alphas, n_sweeps, n_chains, seed):
+def run_digs(target, alphas, n_sweeps, n_chains, seed, blocks=None):
     """Frames (n_chains · kept sweeps, 16, 2) nm, evaluations and acceptance rates."""
     frames, rates, evals = [], [], 0
     burn = n_sweeps // 10
     for chain in range(n_chains):
         integrator = DiffusiveGibbsIntegrator(target.temperature, alphas=alphas,
                                               n_denoise_steps=N_DENOISE, step_size=STEP_SIZE,
-                                              planar=True)
+                                              planar=True, blocks=blocks)
         integrator.setRandomNumberSeed(seed * 1000 + chain + 1)
         context = openmm.Context(target.system, integrator,
                                  openmm.Platform.getPlatformByName("Reference"))
@@ -118,6 +118,8 @@ def main(argv=None):
     budget = args.sweeps * (N_DENOISE + 2) * args.chains
     rows = [(name, lambda a=alphas: run_digs(target, a, args.sweeps, args.chains, args.seed))
             for name, alphas in SCHEDULES.items()]
+    rows.append(("digs blocked a=0.5", lambda: run_digs(
+        target, [0.5], args.sweeps, args.chains, args.seed, blocks=[[k] for k in range(16)])))
     rows.append(("mala (torch)", lambda: run_mala(target, budget, args.chains, args.seed)))
     n_eff = max(1, args.chains * (args.sweeps * 9 // 10) // 100)
     reference = target.reference_samples(n_eff, seed=args.seed + 1)
