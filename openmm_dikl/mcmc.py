@@ -63,6 +63,9 @@ class DiffusiveGibbsMove(BaseIntegratorMove):
         Metropolis test on the initialisation (False is biased; for comparison only).
     planar : bool
         Never move z (for the 2-D targets).
+    blocks : sequence of sequences of int, optional
+        Blocked kernel: level k moves only the particles of ``blocks[k]`` (see
+        :class:`~openmm_dikl.integrators.DiffusiveGibbsIntegrator`).
     n_steps : int
         Sweeps per application.
     **kwargs
@@ -93,7 +96,7 @@ class DiffusiveGibbsMove(BaseIntegratorMove):
 
     def __init__(self, alphas, sigmas=None, n_denoise_steps=5, step_size=1e-4,
                  denoiser="mala", momentum_retention=0.9, mh_init=True, planar=False,
-                 n_steps=1, **kwargs):
+                 n_steps=1, blocks=None, **kwargs):
         if kwargs.get("reassign_velocities"):
             raise ValueError("DiffusiveGibbsMove does not use velocities; "
                              "reassign_velocities must be False")
@@ -105,8 +108,9 @@ class DiffusiveGibbsMove(BaseIntegratorMove):
         probe = DiffusiveGibbsIntegrator(300.0, alphas, sigmas=sigmas,
                                          n_denoise_steps=n_denoise_steps, step_size=step_size,
                                          denoiser=denoiser, momentum_retention=momentum_retention,
-                                         mh_init=mh_init, planar=planar)
+                                         mh_init=mh_init, planar=planar, blocks=blocks)
         self.alphas = probe.alphas
+        self.blocks = None if blocks is None else [[int(i) for i in b] for b in blocks]
         self.sigmas = probe.sigmas.value_in_unit(unit.nanometer)
         self.n_denoise_steps = probe.n_denoise_steps
         self.step_size = probe.step_size.value_in_unit(unit.nanometer ** 2)
@@ -166,7 +170,7 @@ class DiffusiveGibbsMove(BaseIntegratorMove):
             thermodynamic_state.temperature, self.alphas, sigmas=self.sigmas,
             n_denoise_steps=self.n_denoise_steps, step_size=self.step_size,
             denoiser=self.denoiser, momentum_retention=self.momentum_retention,
-            mh_init=self.mh_init, planar=self.planar)
+            mh_init=self.mh_init, planar=self.planar, blocks=self.blocks)
         integrator.level = self.level
         return integrator
 
@@ -199,6 +203,7 @@ class DiffusiveGibbsMove(BaseIntegratorMove):
             momentum_retention=self.momentum_retention,
             mh_init=self.mh_init,
             planar=self.planar,
+            blocks=self.blocks,
             level=self.level,
             statistics={name: [int(v) for v in values]
                         for name, values in self._statistics.items()})
@@ -214,5 +219,6 @@ class DiffusiveGibbsMove(BaseIntegratorMove):
         self.momentum_retention = float(serialization["momentum_retention"])
         self.mh_init = bool(serialization["mh_init"])
         self.planar = bool(serialization["planar"])
+        self.blocks = serialization.get("blocks")
         self.level = int(serialization["level"])
         self.statistics = copy.deepcopy(serialization["statistics"])

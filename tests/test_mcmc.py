@@ -157,3 +157,16 @@ def test_statistics_setter_validates():
     np.testing.assert_array_equal(move.statistics["init_accepted"], [1, 2])
     assert isinstance(DiffusiveGibbsMove(alphas=[0.5])._get_integrator(
         make_states(gaussian_system())[0]), DiffusiveGibbsIntegrator)
+
+
+def test_blocked_move_moves_only_its_blocks_and_round_trips():
+    """blocks=[[0], [1]] on three particles: particle 2 never moves; blocks survive pickling."""
+    move = DiffusiveGibbsMove(alphas=[0.5], blocks=[[0], [1]], step_size=0.1, n_steps=40)
+    thermodynamic_state, sampler_state = make_states(gaussian_system(3))
+    move.apply(thermodynamic_state, sampler_state, cache.ContextCache(platform=REFERENCE))
+    x = sampler_state.positions.value_in_unit(unit.nanometer)
+    assert np.all(x[2] == 0.0) and np.all(x[:2] != 0.0)
+    assert move.n_levels == 2 and move.acceptance_rates()["initialisation"].min() > 0.0
+    for copy in (pickle.loads(pickle.dumps(move)), utils.deserialize(utils.serialize(move))):
+        assert copy.blocks == [[0], [1]]
+        assert copy.__getstate__() == move.__getstate__()
