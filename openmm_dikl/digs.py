@@ -60,7 +60,7 @@ import torch
 
 from .internal import dihedral, wrap_angle
 from .torch_mcmc import (_accept, _as_energy_fn, _as_tensor_nm, _bsum, _randn, _select,
-                         adapt_step_size, hmc_step, mala_step)
+                         TransformedEnergy, adapt_step_size, hmc_step, mala_step)
 
 __all__ = ["GaussianKernel", "BlockGaussianKernel", "TorsionalKernel", "DiGSSampler", "DiGSResult"]
 
@@ -497,6 +497,9 @@ class DiGSSampler:
         self.step_size = None  # (n_levels, n_chains) after a run
         self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
         self._energy_fn, self._owns = _as_energy_fn(energy, n_workers)
+        # the density of the sampled variable: with a transform, u(x(y)) − log|det ∂x/∂y|
+        self._sampled_energy = (self._energy_fn if transform is None
+                                else TransformedEnergy(self._energy_fn, transform))
         self.force_evaluations = 0
 
     def close(self):
@@ -515,15 +518,7 @@ class DiGSSampler:
     def _energy(self, y):
         """Reduced energy and force of the sampled variable y (Cartesian or transformed)."""
         self.force_evaluations += int(y.shape[0])
-        if self.transform is None:
-            return self._energy_fn(y)
-        with torch.enable_grad():
-            y = y.detach().requires_grad_(True)
-            x, log_det = self.transform.inverse(y)
-            u_x, f_x = self._energy_fn(x.detach())
-            surrogate = -(x * f_x).sum() - log_det.sum()  # gradient = ∂u_y/∂y
-            (grad,) = torch.autograd.grad(surrogate, y)
-        return u_x - log_det.detach(), -grad
+        return self._sampled_energy(y)
 
     def _to_state(self, x):
         return x if self.transform is None else self.transform.forward(x)[0].detach()
