@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 import torch
+from openmm import unit
 
 from . import metrics
 from .io import read_samples
@@ -65,17 +66,19 @@ def ala2_metrics(target, x):
         other alanine dipeptide variants the angle metrics still apply but the energy
         metrics compare different potentials and are reported only as means.
     """
-    import numpy as np
-    import torch
-    from openmm import unit
-
-    from . import metrics
-    ref = ala2_reference()
     x = torch.as_tensor(x).detach().to(torch.float64)
-    angles = metrics.phi_psi(x.numpy(), target.topology)
+    return _ala2_metrics(target, metrics.phi_psi(x.numpy(), target.topology),
+                         target.reduced_energy(x).detach().numpy())
+
+
+def _ala2_metrics(target, angles, u):
+    """:func:`ala2_metrics` from φ/ψ (n, 2) in radians and reduced energies u (n,)."""
+    ref = ala2_reference()
     ref_angles = np.stack([ref["phi"], ref["psi"]], axis=1).astype(np.float64)
     half = len(ref_angles) // 2
-    thinned = ref_angles[half:][np.linspace(0, half - 1, min(len(angles), half)).astype(int)]
+    # the second reference half thinned to the sample size, against the first half
+    thin = np.linspace(0, half - 1, min(len(angles), half)).astype(int)
+    thinned = ref_angles[half:][thin]
     pseudo = 1.0 / len(angles)
     out = {}
     for key, fn, cols in (("kl_phi", metrics.dihedral_kl, 0), ("kl_psi", metrics.dihedral_kl, 1),
@@ -85,14 +88,13 @@ def ala2_metrics(target, x):
     out["fraction_phi_positive"] = float(np.mean(angles[:, 0] > 0))
     out["reference_fraction_phi_positive"] = float(np.mean(ref_angles[:, 0] > 0))
     kt = target.kT.value_in_unit(unit.kilojoule_per_mole)
-    energy = target.reduced_energy(x).detach().numpy() * kt
+    energy = u * kt
     out["mean_energy_kjmol"] = float(np.mean(energy[np.isfinite(energy)]))
     out["reference_mean_energy_kjmol"] = float(np.mean(ref["energy_kjmol"]))
     if target.name == "alanine_dipeptide_implicit":
         u_ref = ref["energy_kjmol"] / kt
-        out["energy_tvd"] = float(metrics.energy_tvd(energy / kt, u_ref))
-        ref_half = u_ref[half:][np.linspace(0, half - 1, min(len(angles), half)).astype(int)]
-        out["energy_tvd_floor"] = float(metrics.energy_tvd(ref_half, u_ref[:half]))
+        out["energy_tvd"] = float(metrics.energy_tvd(u, u_ref))
+        out["energy_tvd_floor"] = float(metrics.energy_tvd(u_ref[half:][thin], u_ref[:half]))
     return out
 
 
@@ -106,7 +108,7 @@ def evaluate_array(target, x, prefix=None, n_repeats=5, seed=0):
         ref = ala2_reference()
         angles = metrics.phi_psi(x.numpy(), target.topology)
         ref_angles = np.stack([ref["phi"], ref["psi"]], axis=1).astype(np.float64)
-        m = ala2_metrics(target, x)
+        m = _ala2_metrics(target, angles, u)
         for name, key in (("KL phi", "kl_phi"), ("KL psi", "kl_psi"),
                           ("KL Ramachandran", "kl_ramachandran")):
             lines.append(_row(name, m[key], m[key + "_floor"]))
