@@ -124,6 +124,17 @@ class DiKLConfig:
         Seed of the trainer's torch.Generator (all randomness of a run).
     use_bridge : bool
         Use OpenMM forces through the bridge even when a torch twin exists.
+    coordinate_scale : float
+        Length c (nm) that the diffusion works in units of (1.0): the score network, the
+        VP kernel and the posterior see y = x / c, so the noise in nm is c·σ_t.  Targets
+        whose modes are far apart compared with 1 nm (MoG-40: c = 50, the iDEM / DiKL data
+        normalisation) need it, or even the largest level never bridges the modes.
+    score_clip : float or None
+        If set, each particle's vector of the score difference s_model − s_target in the
+        generator gradient is clipped to this norm (1/y-units).  A generator sample with
+        overlapping particles (Lennard-Jones: forces ~1e8) would otherwise outweigh the
+        whole batch; iDEM clips its target scores for the same reason.  The logged
+        ``score_gap`` is the unclipped one.
     """
 
     n_levels: int = 30
@@ -155,6 +166,8 @@ class DiKLConfig:
     eval_samples: int = 2000
     seed: int = 0
     use_bridge: bool = False
+    coordinate_scale: float = 1.0
+    score_clip: Optional[float] = None
 
     def __post_init__(self):
         self.acceptance_range = tuple(float(a) for a in self.acceptance_range)
@@ -176,8 +189,15 @@ class DiKLConfig:
         for name in ("lr_generator", "lr_score", "mala_init_step"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"DiKLConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"DiKLConfig.grad_clip must be positive or None, got {self.grad_clip}")
+        for name in ("grad_clip", "score_clip"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0
+                                          and math.isfinite(value)):
+                raise ValueError(f"DiKLConfig.{name} must be positive or None, got {value!r}")
+        if not (isinstance(self.coordinate_scale, (int, float))
+                and math.isfinite(self.coordinate_scale) and self.coordinate_scale > 0):
+            raise ValueError(f"DiKLConfig.coordinate_scale must be a positive length in nm, "
+                             f"got {self.coordinate_scale!r}")
         if self.lr_decay is not None and not 0.0 < self.lr_decay <= 1.0:
             raise ValueError(f"DiKLConfig.lr_decay must be in (0, 1] or None, got {self.lr_decay}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
@@ -196,6 +216,24 @@ class DiKLConfig:
     def to_dict(self):
         """Plain dict of the settings (stored in checkpoints)."""
         return dataclasses.asdict(self)
+
+
+class _ScaledEnergy:
+    """(u, −∇u) of the target in y = x / c: u_y(y) = u(c·y), −∇_y u_y = c·(−∇u)(c·y)."""
+
+    def __init__(self, energy_and_force, scale):
+        self.energy_and_force = energy_and_force
+        self.scale = float(scale)
+
+    def __call__(self, y):
+        u, f = self.energy_and_force(y * self.scale)
+        return u, f * self.scale
+
+
+def _clip_per_particle(v, max_norm):
+    """v (B, n, d) with every particle's d-vector clipped to norm ``max_norm``."""
+    norm = v.norm(dim=-1, keepdim=True)
+    return v * torch.clamp(max_norm / norm.clamp(min=1e-300), max=1.0)
 
 
 def _is_translation_invariant(target, energy_and_force):
@@ -319,8 +357,11 @@ class DiKLTrainer:
                                  if energy_and_force is None else energy_and_force)
         self.centre = (_is_translation_invariant(target, self.energy_and_force)
                        if cfg.centre is None else bool(cfg.centre))
+        self.scale = float(cfg.coordinate_scale)
         self.posterior = PosteriorSampler(
-            self.energy_and_force, n_importance=cfg.n_importance, n_ais_steps=cfg.n_ais_steps,
+            (self.energy_and_force if self.scale == 1.0
+             else _ScaledEnergy(self.energy_and_force, self.scale)),
+            n_importance=cfg.n_importance, n_ais_steps=cfg.n_ais_steps,
             n_mala_steps=cfg.n_mala_steps, n_posterior=cfg.n_posterior,
             acceptance_range=cfg.acceptance_range, adapt_factor=cfg.step_adapt_factor,
             centre=self.centre)
@@ -428,7 +469,8 @@ class DiKLTrainer:
         return n_local * self.world_size / n_global
 
     def _draw(self, n, train=False):
-        """n generator samples (nm), centred if the run is in the centred subspace.
+        """n generator samples in units of ``coordinate_scale`` (y = x / c; nm when c = 1),
+        centred if the run is in the centred subspace.
 
         ``train``: through the DDP wrapper when distributed (gradients are synchronised).
         """
@@ -440,6 +482,8 @@ class DiKLTrainer:
         if tuple(x.shape) != expected:
             raise ValueError(f"generator.sample({n}) returned shape {tuple(x.shape)}, "
                              f"expected {expected}")
+        if self.scale != 1.0:
+            x = x / self.scale
         return remove_mean(x) if self.centre else x
 
     def _update(self, module, optimizer):
@@ -556,7 +600,11 @@ class DiKLTrainer:
             keep = finite[:, None, None]
             s_model = torch.where(keep, s_model, torch.zeros_like(s_model))
             s_target = torch.where(keep, s_target, torch.zeros_like(s_target))
+        gaps_target = s_target
+        if cfg.score_clip is not None:
+            s_target = s_model - _clip_per_particle(s_model - s_target, cfg.score_clip)
         loss = dikl_surrogate_loss(x_t, s_model, s_target, weights)
+        s_target = gaps_target
         gaps = (weights * (s_model - s_target).pow(2).flatten(1).sum(1))[finite]
         if self.world_size > 1:
             loss = loss * self._loss_scale(n, cfg.batch_size)
@@ -685,6 +733,8 @@ class DiKLTrainer:
                       self.target.spatial_dim)
         mine, theirs = self.config.to_dict(), dict(obj["config"])
         theirs["acceptance_range"] = tuple(theirs["acceptance_range"])
+        theirs.setdefault("coordinate_scale", 1.0)  # fields added after format 1 was fixed
+        theirs.setdefault("score_clip", None)
         changed = sorted(k for k in mine if k not in _RESUMABLE_FIELDS
                          and mine[k] != theirs.get(k))
         if changed:

@@ -611,10 +611,13 @@ class MLPGenerator(_Configurable):
     centre : bool
         If True, z is centred and the output's centroid removed (for translation-invariant
         targets).  Default False: MW-32 and MoG-40 are *not* translation invariant.
+    output_scale : float
+        The network's output is multiplied by this length (nm), so that it works with
+        numbers of order one also for targets spread over tens of nm (MoG-40: 50).
     """
 
     def __init__(self, n_particles, spatial_dim, hidden=256, n_layers=3, latent_std=1.0,
-                 activation=nn.SiLU, centre=False):
+                 activation=nn.SiLU, centre=False, output_scale=1.0):
         super().__init__()
         self.n_particles = _check_positive_int(n_particles, "n_particles")
         self.spatial_dim = _check_positive_int(spatial_dim, "spatial_dim")
@@ -624,12 +627,17 @@ class MLPGenerator(_Configurable):
             raise ValueError(f"latent_std must be positive (nm), got {latent_std!r}")
         act = _activation_class(activation)
         dim = self.n_particles * self.spatial_dim
+        if not (np.isfinite(output_scale) and output_scale > 0):
+            raise ValueError(f"output_scale must be positive (nm), got {output_scale!r}")
         self.latent_std = float(latent_std)
         self.centre = bool(centre)
+        self.output_scale = float(output_scale)
         self.net = _mlp([dim] + [hidden] * n_layers + [dim], act)
         self._store_config(n_particles=self.n_particles, spatial_dim=self.spatial_dim,
                            hidden=int(hidden), n_layers=int(n_layers), latent_std=self.latent_std,
                            activation=act.__name__, centre=self.centre)
+        if self.output_scale != 1.0:  # old checkpoints (no key) keep loading
+            self._config["output_scale"] = self.output_scale
 
     def forward(self, z):
         """Map latent noise z (batch, n_particles, spatial_dim) to configurations in nm."""
@@ -637,6 +645,8 @@ class MLPGenerator(_Configurable):
         if self.centre:
             z = remove_mean(z)
         x = self.net(z.reshape(z.shape[0], -1)).reshape(z.shape)
+        if self.output_scale != 1.0:
+            x = x * self.output_scale
         return remove_mean(x) if self.centre else x
 
     def sample(self, n, generator=None):
