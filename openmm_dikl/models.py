@@ -614,10 +614,14 @@ class MLPGenerator(_Configurable):
     output_scale : float
         The network's output is multiplied by this length (nm), so that it works with
         numbers of order one also for targets spread over tens of nm (MoG-40: 50).
+    residual : bool
+        x = output_scale · (z + net(z)) instead of output_scale · net(z).  A fresh MLP maps
+        every z to nearly the same point; with the skip connection the untrained generator
+        is N(0, (output_scale · latent_std)²), so it can start spread over all modes.
     """
 
     def __init__(self, n_particles, spatial_dim, hidden=256, n_layers=3, latent_std=1.0,
-                 activation=nn.SiLU, centre=False, output_scale=1.0):
+                 activation=nn.SiLU, centre=False, output_scale=1.0, residual=False):
         super().__init__()
         self.n_particles = _check_positive_int(n_particles, "n_particles")
         self.spatial_dim = _check_positive_int(spatial_dim, "spatial_dim")
@@ -636,8 +640,11 @@ class MLPGenerator(_Configurable):
         self._store_config(n_particles=self.n_particles, spatial_dim=self.spatial_dim,
                            hidden=int(hidden), n_layers=int(n_layers), latent_std=self.latent_std,
                            activation=act.__name__, centre=self.centre)
+        self.residual = bool(residual)
         if self.output_scale != 1.0:  # old checkpoints (no key) keep loading
             self._config["output_scale"] = self.output_scale
+        if self.residual:
+            self._config["residual"] = True
 
     def forward(self, z):
         """Map latent noise z (batch, n_particles, spatial_dim) to configurations in nm."""
@@ -645,6 +652,8 @@ class MLPGenerator(_Configurable):
         if self.centre:
             z = remove_mean(z)
         x = self.net(z.reshape(z.shape[0], -1)).reshape(z.shape)
+        if self.residual:
+            x = x + z
         if self.output_scale != 1.0:
             x = x * self.output_scale
         return remove_mean(x) if self.centre else x

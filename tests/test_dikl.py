@@ -237,6 +237,13 @@ def test_mlp_generator_output_scale():
     assert build_model(scaled.config).output_scale == 50.0
     with pytest.raises(ValueError, match="output_scale"):
         MLPGenerator(1, 2, output_scale=0.0)
+    # residual: x = c (z + net(z)); a fresh one is close to N(0, c²), not a point
+    residual = MLPGenerator(1, 2, hidden=8, n_layers=1, output_scale=20.0, residual=True)
+    residual.load_state_dict(plain.state_dict())
+    assert torch.allclose(residual(z), 20.0 * (z + plain(z)))
+    assert build_model(residual.config).residual is True
+    x = residual.sample(4000, torch.Generator().manual_seed(0))
+    assert 18.0 < float(x.std()) < 22.0 and float(plain.sample(4000).std()) < 1.0
 
 
 class CentredHarmonic:
