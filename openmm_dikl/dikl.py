@@ -126,9 +126,9 @@ class DiKLConfig:
         Use OpenMM forces through the bridge even when a torch twin exists.
     coordinate_scale : float
         Length c (nm) that the diffusion works in units of (1.0): the score network, the
-        VP kernel and the posterior see y = x / c, so the noise in nm is c·σ_t.  Targets
-        whose modes are far apart compared with 1 nm (MoG-40: c = 50, the iDEM / DiKL data
-        normalisation) need it, or even the largest level never bridges the modes.
+        VP kernel and the posterior see y = x / c, so the noise in nm is c·σ_t (the
+        iDEM / DiKL data normalisation, e.g. c = 50 for their MoG-40 code).  With c = 1 the
+        noise never exceeds 1 nm.
     score_clip : float or None
         If set, each particle's vector of the score difference s_model − s_target in the
         generator gradient is clipped to this norm (1/y-units).  A generator sample with
