@@ -594,11 +594,16 @@ def test_shipped_checkpoints_load_and_sample(path):
 #: What each shipped checkpoint is stated to achieve (README, closing notes), re-measured
 #: here on 4,000 fresh samples: (metric, bound, "max" for an upper / "min" for a lower bound).
 #: The bounds leave room for the sampling noise of 4,000 samples, not for a worse model.
+#: (metric, bound, "max"/"min", must also beat the untrained network) per shipped sampler.
+#: MoG-40's residual generator starts as N(0, 20²) over the whole box, so untrained it
+#: "visits" every mode: there coverage has only its bound, the density must improve.
 SHIPPED_QUALITY = {
-    "dw4": [("energy_tvd", 0.45, "max"), ("distance_tvd", 0.18, "max"), ("w2", 2.0, "max")],
-    "lj13": [("energy_tvd", 0.9, "max"), ("distance_tvd", 0.2, "max")],
-    "mog40": [("mode_coverage", 0.4, "min"), ("mean_log_density", -8.0, "min")],
-    "mw32": [("max_basin_weight_error", 0.25, "max")],
+    "dw4": [("energy_tvd", 0.45, "max", True), ("distance_tvd", 0.18, "max", True),
+            ("w2", 2.0, "max", True)],
+    "lj13": [("energy_tvd", 0.99, "max", True), ("distance_tvd", 0.26, "max", True),
+             ("w2", 5.0, "max", True)],
+    "mog40": [("mode_coverage", 0.7, "min", False), ("mean_log_density", -9.5, "min", True)],
+    "mw32": [("max_basin_weight_error", 0.25, "max", True)],
 }
 
 
@@ -617,11 +622,11 @@ def test_shipped_checkpoints_meet_their_stated_quality(path):
     untrained_net = build_model(sampler.generator.config)
     with torch.no_grad():
         untrained = evaluate_configurations(target, untrained_net.sample(4000).double())
-    for metric, bound, kind in SHIPPED_QUALITY[name]:
-        value = trained[metric]
+    for metric, bound, kind, beat_untrained in SHIPPED_QUALITY[name]:
+        value, before = trained[metric], untrained[metric]
         if kind == "max":
             assert value <= bound, (name, metric, value)
-            assert value < untrained[metric], (name, metric, value, untrained[metric])
+            assert not beat_untrained or value < before, (name, metric, value, before)
         else:
             assert value >= bound, (name, metric, value)
-            assert value > untrained[metric], (name, metric, value, untrained[metric])
+            assert not beat_untrained or value > before, (name, metric, value, before)
