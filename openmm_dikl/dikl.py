@@ -600,11 +600,10 @@ class DiKLTrainer:
             keep = finite[:, None, None]
             s_model = torch.where(keep, s_model, torch.zeros_like(s_model))
             s_target = torch.where(keep, s_target, torch.zeros_like(s_target))
-        gaps_target = s_target
-        if cfg.score_clip is not None:
-            s_target = s_model - _clip_per_particle(s_model - s_target, cfg.score_clip)
-        loss = dikl_surrogate_loss(x_t, s_model, s_target, weights)
-        s_target = gaps_target
+        # the gradient uses the clipped score difference, the logged gap the unclipped one
+        loss_target = (s_target if cfg.score_clip is None else
+                       s_model - _clip_per_particle(s_model - s_target, cfg.score_clip))
+        loss = dikl_surrogate_loss(x_t, s_model, loss_target, weights)
         gaps = (weights * (s_model - s_target).pow(2).flatten(1).sum(1))[finite]
         if self.world_size > 1:
             loss = loss * self._loss_scale(n, cfg.batch_size)

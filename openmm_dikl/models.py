@@ -613,7 +613,8 @@ class MLPGenerator(_Configurable):
         targets).  Default False: MW-32 and MoG-40 are *not* translation invariant.
     output_scale : float
         The network's output is multiplied by this length (nm), so that it works with
-        numbers of order one also for targets spread over tens of nm (MoG-40: 50).
+        numbers of order one also for targets spread over tens of nm (the MoG-40 recipe:
+        20, with ``residual``).
     residual : bool
         x = output_scale · (z + net(z)) instead of output_scale · net(z).  A fresh MLP maps
         every z to nearly the same point; with the skip connection the untrained generator
