@@ -6,6 +6,8 @@ folder, so no network port is needed.  They run every distributed scenario in tu
 write what they saw; the tests below check those files against single-process runs.
 """
 import copy
+import faulthandler
+import gc
 import os
 
 import pytest
@@ -38,28 +40,36 @@ def _join(rank, rendezvous):
 
 
 def _worker(rank, rendezvous, folder):
+    faulthandler.enable(all_threads=True)  # a C++ abort prints the Python stacks to stderr
     _join(rank, rendezvous)
     try:
         # 1. one iteration from scratch
-        trainer = make_trainer()
-        row = trainer.step()
-        state = trainer.state_dict()
+        first = make_trainer()
+        row = first.step()
+        state = first.state_dict()
         if rank == 0:
-            torch.save({"state": state, "row": row, "world_size": trainer.world_size},
+            torch.save({"state": state, "row": row, "world_size": first.world_size},
                        os.path.join(folder, "one_step.pt"))
         # 2. resume the 1-process checkpoint in folder/run for one more iteration
-        trainer = make_trainer()
-        trainer.train(n_iterations=2, out_dir=os.path.join(folder, "run"), resume=True,
-                      progress=False)
+        second = make_trainer()
+        second.train(n_iterations=2, out_dir=os.path.join(folder, "run"), resume=True,
+                     progress=False)
         adam_steps = sorted({int(s["step"]) for s in
-                             trainer.opt_generator.state_dict()["state"].values()})
-        flat = torch.cat([p.detach().flatten() for p in trainer.generator.parameters()])
+                             second.opt_generator.state_dict()["state"].values()})
+        flat = torch.cat([p.detach().flatten() for p in second.generator.parameters()])
         gathered = [torch.zeros_like(flat) for _ in range(WORLD)]
         dist.all_gather(gathered, flat)
         if rank == 0:
-            torch.save({"iteration": trainer.iteration, "adam_steps": adam_steps,
+            torch.save({"iteration": second.iteration, "adam_steps": adam_steps,
                         "same_on_all_ranks": torch.equal(gathered[0], gathered[1])},
                        os.path.join(folder, "resumed.pt"))
+        # Orderly shutdown: the DDP wrappers go before the group, and no process leaves
+        # while the other may still talk to it.
+        first.close()
+        second.close()
+        del first, second
+        gc.collect()
+        dist.barrier()
     finally:
         distributed.cleanup()
 
