@@ -81,6 +81,10 @@ def build_parser():
     train.add_argument("--config", help="recipe JSON (default: the bundled recipe of SYSTEM)")
     train.add_argument("--out", required=True, help="output folder")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    train.add_argument("--init-from", metavar="CHECKPOINT", default=None,
+                       help="start a new run from the networks of another run's trainer "
+                            "checkpoint (fine-tuning: the recipe's settings may differ, the "
+                            "architectures may not); ignored with --resume")
     train.add_argument("--iterations", type=int, default=None,
                        help="total iterations to reach (default: the recipe's)")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -200,7 +204,8 @@ def _launch_torchrun(args):
     from .distributed import torchrun_command
     argv = ["-v"] if args.verbose else []
     argv += ["train", args.system, "--out", args.out]
-    for flag, value in (("--config", args.config), ("--iterations", args.iterations)):
+    for flag, value in (("--config", args.config), ("--iterations", args.iterations),
+                        ("--init-from", args.init_from)):
         if value is not None:
             argv += [flag, str(value)]
     argv += [flag for flag, on in (("--resume", args.resume), ("--no-progress", args.no_progress))
@@ -218,9 +223,11 @@ def _cmd_train(args):
         raise CLIError(f"--nproc must be >= 1, got {args.nproc}")
     recipe = load_recipe(args.system, args.config)
     _check_folder_writable(args.out)
+    from .dikl import _load_file
     if args.resume:  # a missing or damaged checkpoint fails before anything is written
-        from .dikl import _load_file
         _load_file(os.path.join(args.out, "checkpoint.pt"), kinds=("trainer",))
+    elif args.init_from is not None:
+        _load_file(args.init_from, kinds=("trainer",))
     if (args.nproc or 1) > 1 and "WORLD_SIZE" not in os.environ:
         return _launch_torchrun(args)
     parallel = distributed.init_from_env()  # under torchrun: join the process group
@@ -230,12 +237,14 @@ def _cmd_train(args):
             trainer = DiKLTrainer.from_recipe(recipe)
             try:
                 trainer.train(n_iterations=args.iterations, out_dir=args.out,
-                              resume=args.resume, progress=False)
+                              resume=args.resume, progress=False, init_from=args.init_from)
             finally:
                 trainer.close()
             return 0
         result = train_from_recipe(args.system, recipe, args.out, resume=args.resume,
-                                   progress=not args.no_progress, n_iterations=args.iterations)
+                                   progress=not args.no_progress, n_iterations=args.iterations,
+                                   init_from=args.init_from,
+                                   command=["openmm-dikl"] + args.argv)
     finally:
         distributed.cleanup()
     print(f"trained {args.system}: {result['iterations']} iterations, "
@@ -296,7 +305,9 @@ COMMANDS = {"systems": _cmd_systems, "sample": _cmd_sample, "train": _cmd_train,
 
 def main(argv=None):
     """Run the CLI with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded as the command in result files
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

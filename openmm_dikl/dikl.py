@@ -740,18 +740,7 @@ class DiKLTrainer:
             raise CheckpointError(f"checkpoint file {path!r} was written with different "
                                   "settings: " + ", ".join(f"{k}={theirs.get(k)!r} (now "
                                                            f"{mine[k]!r})" for k in changed))
-        for what, model in (("generator", self.generator), ("score", self.score_model)):
-            config = getattr(model, "config", None)
-            if config is not None and obj[f"{what}_config"] not in (None, config):
-                raise CheckpointError(f"checkpoint file {path!r} holds a {what} built with "
-                                      f"{obj[f'{what}_config']}, not {config}")
-        _load_state(self.generator, obj["generator_state"], "generator", path)
-        if self.generator_ema is not None:
-            ema_state = obj.get("generator_ema_state")
-            if ema_state is None:
-                raise CheckpointError(f"checkpoint file {path!r} has no generator average")
-            _load_state(self.generator_ema, ema_state, "generator average", path)
-        _load_state(self.score_model, obj["score_state"], "score network", path)
+        self._load_networks(obj, path)
         _load_state(self.opt_generator, obj["opt_generator_state"], "generator optimiser", path)
         _load_state(self.opt_score, obj["opt_score_state"], "score optimiser", path)
         states = obj.get("rng_states") or [obj["rng_state"]]
@@ -767,8 +756,50 @@ class DiKLTrainer:
         self.centre = bool(obj["centre"])
         self.posterior.centre = self.centre
 
+    def load_weights(self, path):
+        """Start from the networks of another run (fine-tuning with new settings).
+
+        Loads the generator, its weight average and the score network of a trainer
+        checkpoint; the optimisers, learning-rate schedule, iteration count, random state
+        and MALA step sizes stay as they are (fresh), so the training settings may differ
+        from the run that wrote ``path``.  The system and the architectures may not.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A trainer checkpoint (``OUT/checkpoint.pt`` of ``openmm-dikl train``).
+
+        Raises
+        ------
+        FileNotFoundError
+            If the file does not exist.
+        CheckpointError
+            If it is corrupt, not a trainer checkpoint (a ``sampler.pt`` holds no score
+            network), for another system, or holds networks of other architectures.
+        """
+        obj = _load_file(path, kinds=("trainer",))
+        _check_target(obj, path, self.target.name, self.target.n_particles,
+                      self.target.spatial_dim)
+        self._load_networks(obj, path)
+
+    def _load_networks(self, obj, path):
+        """Generator, weight average and score network from a loaded trainer checkpoint."""
+        for what, model in (("generator", self.generator), ("score", self.score_model)):
+            config = getattr(model, "config", None)
+            if config is not None and obj[f"{what}_config"] not in (None, config):
+                raise CheckpointError(f"checkpoint file {path!r} holds a {what} built with "
+                                      f"{obj[f'{what}_config']}, not {config}")
+        _load_state(self.generator, obj["generator_state"], "generator", path)
+        if self.generator_ema is not None:
+            ema_state = obj.get("generator_ema_state")
+            if ema_state is None:
+                raise CheckpointError(f"checkpoint file {path!r} has no generator average")
+            _load_state(self.generator_ema, ema_state, "generator average", path)
+        _load_state(self.score_model, obj["score_state"], "score network", path)
+
     # ------------------------------------------------------------------ training loop
-    def train(self, n_iterations=None, out_dir=None, resume=False, progress=True):
+    def train(self, n_iterations=None, out_dir=None, resume=False, progress=True,
+              init_from=None):
         """Train until ``n_iterations`` iterations in total have been done.
 
         Parameters
@@ -784,6 +815,10 @@ class DiKLTrainer:
             iteration (from an interrupted run) are dropped.
         progress : bool
             Show a tqdm progress bar (rank 0 only when distributed).
+        init_from : str or os.PathLike, optional
+            Trainer checkpoint whose networks a fresh run starts from (see
+            :meth:`load_weights`).  Ignored when resuming: the run's own checkpoint
+            already holds the networks.
 
         Returns
         -------
@@ -807,6 +842,9 @@ class DiKLTrainer:
         main = self.rank == 0
         if resume and out_dir is None:
             raise ValueError("resume=True needs out_dir (where checkpoint.pt lives)")
+        if init_from is not None and not resume:  # before anything is written
+            self.load_weights(init_from)
+            logger.info("networks from %s", init_from)
         paths = None
         if out_dir is not None:
             os.makedirs(out_dir, exist_ok=True)

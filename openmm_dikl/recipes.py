@@ -91,18 +91,23 @@ def _cpu_seconds():
                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
-def _previous_cpu_seconds(out_dir):
-    """CPU time recorded by an earlier (finished) invocation in ``out_dir``, else 0."""
+def _previous_result(out_dir):
+    """The result record of an earlier (finished) invocation in ``out_dir``, else {}."""
     try:
         with open(os.path.join(out_dir, "result.json")) as handle:
-            return float(json.load(handle).get("cpu_time_s", 0.0))
-    except (OSError, ValueError):
-        return 0.0
+            return dict(json.load(handle))
+    except (OSError, ValueError, TypeError):
+        return {}
 
 
 def train_from_recipe(system_name, recipe, out_dir, resume=False, progress=True,
-                      n_iterations=None):
+                      n_iterations=None, init_from=None, command=None):
     """Train a DiKL generator as ``recipe`` says and write ``out_dir/result.json``.
+
+    ``init_from`` (a trainer checkpoint) starts a new run from another run's networks
+    (:meth:`~openmm_dikl.dikl.DiKLTrainer.load_weights`); the result records it.
+    ``command`` (list of str) is recorded as the command that trained; default
+    ``openmm-dikl`` followed by this process's arguments.
 
     Returns
     -------
@@ -119,16 +124,19 @@ def train_from_recipe(system_name, recipe, out_dir, resume=False, progress=True,
                           build_model(recipe["score_model"]), config)
     os.makedirs(out_dir, exist_ok=True)
     cpu_before = _cpu_seconds()
-    previous_cpu = _previous_cpu_seconds(out_dir) if resume else 0.0
+    previous = _previous_result(out_dir) if resume else {}
+    previous_cpu = float(previous.get("cpu_time_s", 0.0))
+    init_from = previous.get("init_from") if resume else init_from
     with open(os.path.join(out_dir, "recipe.json"), "w") as handle:
         json.dump(recipe, handle, indent=1)
     try:
-        trainer.train(n_iterations=n_iterations, out_dir=out_dir, resume=resume, progress=progress)
+        trainer.train(n_iterations=n_iterations, out_dir=out_dir, resume=resume, progress=progress,
+                      init_from=init_from)
     finally:
         trainer.close()
     sampler = load_sampler(os.path.join(out_dir, "sampler.pt"), target=target)
     from . import distributed
-    command = ["openmm-dikl"] + sys.argv[1:]
+    command = list(command) if command is not None else ["openmm-dikl"] + sys.argv[1:]
     if distributed.world_size() > 1 and "--nproc" not in command:
         command += ["--nproc", str(distributed.world_size())]
     final_metrics = evaluate_generator(target, sampler)
@@ -140,6 +148,8 @@ def train_from_recipe(system_name, recipe, out_dir, resume=False, progress=True,
               "cpu_time_s": round(previous_cpu + _cpu_seconds() - cpu_before, 2),
               "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
               "metrics": final_metrics}
+    if init_from is not None:  # the run's starting networks (kept when it is resumed)
+        result["init_from"] = str(init_from)
     tmp = os.path.join(out_dir, ".result.json.tmp")
     with open(tmp, "w") as handle:
         json.dump(result, handle, indent=1)

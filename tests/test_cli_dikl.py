@@ -44,6 +44,16 @@ def test_train_writes_result(trained):
     assert main(["train", "dw4", "--config", str(trained / "recipe.json"), "--out",
                  str(trained / "run"), "--resume", "--iterations", "4", "--no-progress"]) == 0
     assert json.loads((trained / "run" / "result.json").read_text())["iterations"] == 4
+    # fine-tuning: a new run with other settings starts from the trained networks
+    recipe = json.loads((trained / "recipe.json").read_text())
+    recipe["dikl"].update(n_mala_steps=4, n_iterations=1)
+    (trained / "finetune.json").write_text(json.dumps(recipe))
+    source = str(trained / "run" / "checkpoint.pt")
+    assert main(["train", "dw4", "--config", str(trained / "finetune.json"), "--out",
+                 str(trained / "finetune"), "--init-from", source, "--no-progress"]) == 0
+    result = json.loads((trained / "finetune" / "result.json").read_text())
+    assert result["iterations"] == 1 and result["init_from"] == source
+    assert "--init-from" in result["command"]
 
 
 @pytest.mark.parametrize("ext", [".npy", ".dcd", ".pdb", ".h5"])
@@ -84,6 +94,9 @@ def test_bad_inputs(trained, tmp_path):
         (["train", "dw4", "--config", "bad.json", "--out", "o"], "not valid JSON"),
         (["train", "dw4", "--config", "lj.json", "--out", "o"], "is for system 'lj13'"),
         (["train", "dw4", "--config", "missing.json", "--out", "o"], "missing.json"),
+        (["train", "dw4", "--out", "o", "--init-from", "missing.pt"], "missing.pt"),
+        (["train", "dw4", "--out", "o", "--init-from", str(trained / "run" / "sampler.pt")],
+         "holds a 'sampler', expected one of ('trainer',)"),
         (["generate", "missing.pt", "-n", "5", "--out", "x.npy"], "missing.pt"),
         (["generate", str(trained / "run" / "sampler.pt"), "-n", "5", "--out", "x.xyz"], "unsupported output format"),
         (["generate", str(trained / "run" / "sampler.pt"), "-n", "5", "--out", "no/x.npy"], "does not exist"),

@@ -401,6 +401,52 @@ def test_checkpoint_errors(dw4, tmp_path):
         trainer.train(3, out_dir=tmp_path / "empty", resume=True, progress=False)
 
 
+def test_init_from_starts_a_new_run_from_another_runs_networks(dw4, tmp_path):
+    parent = DiKLTrainer(dw4, *dw4_models(), small_dw4_config())
+    parent.train(2, out_dir=tmp_path / "parent", progress=False)
+    source = tmp_path / "parent" / "checkpoint.pt"
+    networks = {key: parent.state_dict()[key] for key in
+                ("generator_state", "generator_ema_state", "score_state")}
+
+    # other settings, other initial weights: the networks come from the file, the rest is new
+    child = DiKLTrainer(dw4, *dw4_models(seed=5), small_dw4_config(n_mala_steps=5, lr_generator=5e-4))
+    fresh_steps = child.step_sizes.clone()
+    child.load_weights(source)
+    state = child.state_dict()
+    for key, values in networks.items():
+        for name, value in values.items():
+            assert torch.equal(state[key][name], value), (key, name)
+    assert state["iteration"] == 0 and not state["opt_generator_state"]["state"]
+    assert torch.equal(state["step_sizes"], fresh_steps)
+
+    child = DiKLTrainer(dw4, *dw4_models(seed=5), small_dw4_config(n_mala_steps=5))
+    child.train(1, out_dir=tmp_path / "child", init_from=source, progress=False)
+    state = child.state_dict()
+    assert state["iteration"] == 1
+    assert {int(v["step"]) for v in state["opt_generator_state"]["state"].values()} == {1}
+    moved = max(float((state["generator_state"][k] - v).abs().max())
+                for k, v in networks["generator_state"].items())
+    assert 0 < moved < 0.1  # one small step away from the parent, not from a random start
+    # resuming the child ignores init_from: its own checkpoint holds the networks
+    resumed = DiKLTrainer(dw4, *dw4_models(seed=9), small_dw4_config(n_mala_steps=5))
+    resumed.train(1, out_dir=tmp_path / "child", resume=True, init_from=tmp_path / "nothing.pt",
+                  progress=False)
+    assert resumed.iteration == 1
+    for name, value in state["generator_state"].items():
+        assert torch.equal(resumed.state_dict()["generator_state"][name], value), name
+
+    # errors name the problem and write nothing
+    other_arch = DiKLTrainer(dw4, EGNNGenerator(4, 2, n_layers=2, hidden=8),
+                             EGNNScore(4, 2, n_layers=2, hidden=16), small_dw4_config())
+    with pytest.raises(CheckpointError, match="holds a generator built with"):
+        other_arch.train(1, out_dir=tmp_path / "bad", init_from=source, progress=False)
+    with pytest.raises(CheckpointError, match="sampler.pt"):
+        child.load_weights(tmp_path / "parent" / "sampler.pt")  # no score network in it
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        child.train(1, out_dir=tmp_path / "bad", init_from=tmp_path / "missing.pt", progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_load_sampler_bundled_missing_and_round_trip(tmp_path, monkeypatch):
     import openmm_dikl.systems
 
