@@ -780,10 +780,14 @@ class DiKLTrainer:
         obj = _load_file(path, kinds=("trainer",))
         _check_target(obj, path, self.target.name, self.target.n_particles,
                       self.target.spatial_dim)
-        self._load_networks(obj, path)
+        self._load_networks(obj, path, require_average=False)
 
-    def _load_networks(self, obj, path):
-        """Generator, weight average and score network from a loaded trainer checkpoint."""
+    def _load_networks(self, obj, path, require_average=True):
+        """Generator, weight average and score network from a loaded trainer checkpoint.
+
+        Without ``require_average`` a checkpoint of a run that kept no weight average
+        starts the average at the generator's weights.
+        """
         for what, model in (("generator", self.generator), ("score", self.score_model)):
             config = getattr(model, "config", None)
             if config is not None and obj[f"{what}_config"] not in (None, config):
@@ -792,6 +796,8 @@ class DiKLTrainer:
         _load_state(self.generator, obj["generator_state"], "generator", path)
         if self.generator_ema is not None:
             ema_state = obj.get("generator_ema_state")
+            if ema_state is None and not require_average:
+                ema_state = obj["generator_state"]
             if ema_state is None:
                 raise CheckpointError(f"checkpoint file {path!r} has no generator average")
             _load_state(self.generator_ema, ema_state, "generator average", path)

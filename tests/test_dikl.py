@@ -435,6 +435,13 @@ def test_init_from_starts_a_new_run_from_another_runs_networks(dw4, tmp_path):
     for name, value in state["generator_state"].items():
         assert torch.equal(resumed.state_dict()["generator_state"][name], value), name
 
+    # a run that kept no weight average: the new run's average starts at the generator
+    plain = DiKLTrainer(dw4, *dw4_models(seed=2), small_dw4_config(ema_decay=None))
+    plain.save_checkpoint(tmp_path / "plain.pt")
+    child.load_weights(tmp_path / "plain.pt")
+    for name, value in plain.generator.state_dict().items():
+        assert torch.equal(child.generator_ema.state_dict()[name], value), name
+
     # errors name the problem and write nothing
     other_arch = DiKLTrainer(dw4, EGNNGenerator(4, 2, n_layers=2, hidden=8),
                              EGNNScore(4, 2, n_layers=2, hidden=16), small_dw4_config())
