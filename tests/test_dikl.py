@@ -613,7 +613,8 @@ def test_shipped_recipes_build(path):
     with open(path) as handle:
         recipe = json.load(handle)
     assert set(recipe) == {"system", "generator", "score_model", "dikl", "notes"}
-    assert os.path.basename(path) == f"{recipe['system']}.json"
+    stem = os.path.basename(path)[:-5]  # SYSTEM.json, or SYSTEM_STAGE.json (e.g. fine-tuning)
+    assert stem == recipe["system"] or stem.startswith(recipe["system"] + "_"), stem
     target = systems.get(recipe["system"])
     config = DiKLConfig(**recipe["dikl"])
     generator, score = build_model(recipe["generator"]), build_model(recipe["score_model"])
@@ -644,8 +645,8 @@ def test_shipped_checkpoints_load_and_sample(path):
 #: MoG-40's residual generator starts as N(0, 20²) over the whole box, so untrained it
 #: "visits" every mode: there coverage has only its bound, the density must improve.
 SHIPPED_QUALITY = {
-    "dw4": [("energy_tvd", 0.45, "max", True), ("distance_tvd", 0.18, "max", True),
-            ("w2", 2.0, "max", True)],
+    "dw4": [("energy_tvd", 0.38, "max", True), ("distance_tvd", 0.16, "max", True),
+            ("w2", 1.95, "max", True)],
     "lj13": [("energy_tvd", 0.99, "max", True), ("distance_tvd", 0.26, "max", True),
              ("w2", 5.0, "max", True)],
     "mog40": [("mode_coverage", 0.7, "min", False), ("mean_log_density", -9.5, "min", True)],
