@@ -83,8 +83,9 @@ def build_parser():
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     train.add_argument("--init-from", metavar="CHECKPOINT", default=None,
                        help="start a new run from the networks of another run's trainer "
-                            "checkpoint (fine-tuning: the recipe's settings may differ, the "
-                            "architectures may not); ignored with --resume")
+                            "checkpoint (fine-tuning: optimiser settings and the posterior "
+                            "sampler may differ; the architectures and the noise schedule "
+                            "may not); not with --resume")
     train.add_argument("--iterations", type=int, default=None,
                        help="total iterations to reach (default: the recipe's)")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -221,6 +222,9 @@ def _cmd_train(args):
         raise CLIError(f"--iterations must be positive, got {args.iterations}")
     if args.nproc is not None and args.nproc < 1:
         raise CLIError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.resume and args.init_from is not None:
+        raise CLIError("--resume and --init-from exclude each other: a resumed run takes its "
+                       "networks from OUT/checkpoint.pt")
     recipe = load_recipe(args.system, args.config)
     _check_folder_writable(args.out)
     from .dikl import _load_file

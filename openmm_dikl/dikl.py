@@ -46,6 +46,10 @@ __all__ = ["CheckpointError", "EnergyAndForce", "target_energy_and_force", "Post
 
 logger = logging.getLogger(__name__)
 
+#: Config fields that define what a trained score network computes: a run started from
+#: another run's networks (:meth:`DiKLTrainer.load_weights`) must keep them.
+_SCORE_MEANING_FIELDS = ("n_levels", "beta_min", "beta_max", "parameterization",
+                         "coordinate_scale")
 #: Config fields that may change between a checkpoint and a resumed run.
 _RESUMABLE_FIELDS = {"n_iterations", "checkpoint_every", "eval_every", "eval_samples",
                      "use_bridge"}
@@ -403,6 +407,8 @@ class DiKLTrainer:
         self.wall_time = 0.0
         #: Optimiser steps skipped because of non-finite gradients (both networks).
         self.skipped_steps = 0
+        #: Trainer checkpoint the networks were started from (:meth:`load_weights`), or None.
+        self.init_from = None
         logger.info("DiKL on %s: centre=%s, force source=%s", target.name, self.centre,
                     "OpenMM bridge" if getattr(self.energy_and_force, "uses_bridge", False)
                     else "torch")
@@ -705,7 +711,8 @@ class DiKLTrainer:
                 "opt_generator_state": self.opt_generator.state_dict(),
                 "opt_score_state": self.opt_score.state_dict(),
                 "rng_state": rng_states[0], "rng_states": rng_states,
-                "world_size": self.world_size, "step_sizes": self.step_sizes.clone()}
+                "world_size": self.world_size, "step_sizes": self.step_sizes.clone(),
+                "init_from": self.init_from}
 
     def save_checkpoint(self, path):
         """Write the training state to ``path`` atomically (temp file, fsync, os.replace).
@@ -755,6 +762,7 @@ class DiKLTrainer:
         self.skipped_steps = int(obj.get("skipped_steps", 0))
         self.centre = bool(obj["centre"])
         self.posterior.centre = self.centre
+        self.init_from = obj.get("init_from")
 
     def load_weights(self, path):
         """Start from the networks of another run (fine-tuning with new settings).
@@ -762,7 +770,10 @@ class DiKLTrainer:
         Loads the generator, its weight average and the score network of a trainer
         checkpoint; the optimisers, learning-rate schedule, iteration count, random state
         and MALA step sizes stay as they are (fresh), so the training settings may differ
-        from the run that wrote ``path``.  The system and the architectures may not.
+        from the run that wrote ``path`` — except the system, the architectures and the
+        settings that define what the score network computes (:data:`_SCORE_MEANING_FIELDS`:
+        noise schedule, parameterisation, coordinate scale) and centring.  The path is kept
+        in :attr:`init_from` and in this trainer's checkpoints.
 
         Parameters
         ----------
@@ -775,12 +786,25 @@ class DiKLTrainer:
             If the file does not exist.
         CheckpointError
             If it is corrupt, not a trainer checkpoint (a ``sampler.pt`` holds no score
-            network), for another system, or holds networks of other architectures.
+            network), for another system, holds networks of other architectures, or its
+            score network was trained for another noise schedule, parameterisation,
+            coordinate scale or centring.  Nothing is loaded then.
         """
         obj = _load_file(path, kinds=("trainer",))
         _check_target(obj, path, self.target.name, self.target.n_particles,
                       self.target.spatial_dim)
+        theirs = dict(obj["config"])
+        theirs.setdefault("coordinate_scale", 1.0)
+        mine = self.config.to_dict()
+        changed = [f"{k}={theirs.get(k)!r} (now {mine[k]!r})" for k in _SCORE_MEANING_FIELDS
+                   if theirs.get(k) != mine[k]]
+        if bool(obj["centre"]) != self.centre:
+            changed.append(f"centre={bool(obj['centre'])} (now {self.centre})")
+        if changed:
+            raise CheckpointError(f"checkpoint file {path!r} holds a score network for other "
+                                  "settings: " + ", ".join(changed))
         self._load_networks(obj, path, require_average=False)
+        self.init_from = str(path)
 
     def _load_networks(self, obj, path, require_average=True):
         """Generator, weight average and score network from a loaded trainer checkpoint.
@@ -793,15 +817,23 @@ class DiKLTrainer:
             if config is not None and obj[f"{what}_config"] not in (None, config):
                 raise CheckpointError(f"checkpoint file {path!r} holds a {what} built with "
                                       f"{obj[f'{what}_config']}, not {config}")
-        _load_state(self.generator, obj["generator_state"], "generator", path)
-        if self.generator_ema is not None:
-            ema_state = obj.get("generator_ema_state")
-            if ema_state is None and not require_average:
-                ema_state = obj["generator_state"]
-            if ema_state is None:
-                raise CheckpointError(f"checkpoint file {path!r} has no generator average")
-            _load_state(self.generator_ema, ema_state, "generator average", path)
-        _load_state(self.score_model, obj["score_state"], "score network", path)
+        ema_state = obj.get("generator_ema_state")
+        if ema_state is None and not require_average:
+            ema_state = obj["generator_state"]
+        if self.generator_ema is not None and ema_state is None:
+            raise CheckpointError(f"checkpoint file {path!r} has no generator average")
+        loads = [(self.generator, obj["generator_state"], "generator"),
+                 (self.generator_ema, ema_state, "generator average"),
+                 (self.score_model, obj["score_state"], "score network")]
+        loads = [load for load in loads if load[0] is not None]
+        before = [copy.deepcopy(module.state_dict()) for module, _, _ in loads]
+        try:
+            for module, state, what in loads:
+                _load_state(module, state, what, path)
+        except CheckpointError:  # all or nothing
+            for (module, _, _), state in zip(loads, before):
+                module.load_state_dict(state)
+            raise
 
     # ------------------------------------------------------------------ training loop
     def train(self, n_iterations=None, out_dir=None, resume=False, progress=True,
@@ -840,9 +872,11 @@ class DiKLTrainer:
         Raises
         ------
         FileNotFoundError
-            ``resume=True`` without an existing ``out_dir/checkpoint.pt``.
+            ``resume=True`` without an existing ``out_dir/checkpoint.pt``, or a missing
+            ``init_from`` file.
         CheckpointError
-            The checkpoint is corrupt or does not belong to this target / these settings.
+            The checkpoint (or ``init_from``) is corrupt or does not belong to this target /
+            these settings.
         """
         total = self.config.n_iterations if n_iterations is None else int(n_iterations)
         main = self.rank == 0

@@ -53,7 +53,7 @@ def evaluate_generator(target, sampler, n_samples=10000, seed=0):
 
     Uses :func:`openmm_dikl.metrics.evaluate_samples` (W2 in nm, TVDs) when a reference
     exists and adds mode metrics for MoG-40 (coverage, mean log-density) and MW-32
-    (per-coordinate basin-weight error).  Alanine dipeptide systems get
+    (largest and mean per-coordinate basin-weight error).  Alanine dipeptide systems get
     :func:`openmm_dikl.evaluation.ala2_metrics` against the shipped parallel-tempering reference.
     """
     return evaluate_configurations(target, sampler.sample(n_samples, seed=seed))
@@ -76,8 +76,9 @@ def evaluate_configurations(target, x):
     if target.name == "mw32":
         from .systems import many_well_positive_weight
         exact = many_well_positive_weight()
-        result["max_basin_weight_error"] = float(np.max(np.abs(
-            metrics.basin_weights(x) - exact)))
+        errors = np.abs(metrics.basin_weights(x) - exact)
+        result["max_basin_weight_error"] = float(errors.max())
+        result["mean_basin_weight_error"] = float(errors.mean())
     if target.name.startswith("alanine_dipeptide"):
         from .evaluation import ala2_metrics
         result.update(ala2_metrics(target, x))
@@ -104,17 +105,40 @@ def train_from_recipe(system_name, recipe, out_dir, resume=False, progress=True,
                       n_iterations=None, init_from=None, command=None):
     """Train a DiKL generator as ``recipe`` says and write ``out_dir/result.json``.
 
-    ``init_from`` (a trainer checkpoint) starts a new run from another run's networks
-    (:meth:`~openmm_dikl.dikl.DiKLTrainer.load_weights`); the result records it.
-    ``command`` (list of str) is recorded as the command that trained; default
-    ``openmm-dikl`` followed by this process's arguments.
+    Parameters
+    ----------
+    system_name : str
+        Bundled system (``recipe["system"]``).
+    recipe : dict
+        Recipe (see :func:`load_recipe`).
+    out_dir : str or os.PathLike
+        Output folder: ``recipe.json``, ``checkpoint.pt``, ``log.csv``, ``sampler.pt``,
+        ``result.json``.
+    resume : bool
+        Continue from ``out_dir/checkpoint.pt``.
+    progress : bool
+        Show a tqdm progress bar.
+    n_iterations : int, optional
+        Total iterations to reach (default: the recipe's).
+    init_from : str or os.PathLike, optional
+        Trainer checkpoint of another run whose networks a new run starts from
+        (:meth:`~openmm_dikl.dikl.DiKLTrainer.load_weights`); ignored when resuming.
+    command : list of str, optional
+        Recorded as the command that trained; default ``openmm-dikl`` followed by this
+        process's arguments.
 
     Returns
     -------
     dict
         The result record (command, seed, wall time and CPU time in s, iterations, final
-        metrics).  CPU time (user + system of this process and its bridge workers) is the
+        metrics, ``init_from`` if the run started from another run's networks — also after
+        a resume).  CPU time (user + system of this process and its bridge workers) is the
         cost measure that does not depend on how busy a shared machine was.
+
+    Raises
+    ------
+    FileNotFoundError, CheckpointError
+        A missing or unfitting checkpoint to resume or to start from; nothing is written.
     """
     from .dikl import DiKLConfig, DiKLTrainer, load_sampler
     from .models import build_model
@@ -122,16 +146,18 @@ def train_from_recipe(system_name, recipe, out_dir, resume=False, progress=True,
     config = DiKLConfig(**recipe["dikl"])
     trainer = DiKLTrainer(target, build_model(recipe["generator"]),
                           build_model(recipe["score_model"]), config)
-    os.makedirs(out_dir, exist_ok=True)
-    cpu_before = _cpu_seconds()
-    previous = _previous_result(out_dir) if resume else {}
-    previous_cpu = float(previous.get("cpu_time_s", 0.0))
-    init_from = previous.get("init_from") if resume else init_from
-    with open(os.path.join(out_dir, "recipe.json"), "w") as handle:
-        json.dump(recipe, handle, indent=1)
     try:
-        trainer.train(n_iterations=n_iterations, out_dir=out_dir, resume=resume, progress=progress,
-                      init_from=init_from)
+        # a checkpoint that does not fit fails before anything is written
+        if resume:
+            trainer.load_checkpoint(os.path.join(out_dir, "checkpoint.pt"))
+        elif init_from is not None:
+            trainer.load_weights(init_from)
+        os.makedirs(out_dir, exist_ok=True)
+        cpu_before = _cpu_seconds()
+        previous_cpu = float(_previous_result(out_dir).get("cpu_time_s", 0.0)) if resume else 0.0
+        with open(os.path.join(out_dir, "recipe.json"), "w") as handle:
+            json.dump(recipe, handle, indent=1)
+        trainer.train(n_iterations=n_iterations, out_dir=out_dir, resume=resume, progress=progress)
     finally:
         trainer.close()
     sampler = load_sampler(os.path.join(out_dir, "sampler.pt"), target=target)
@@ -148,8 +174,8 @@ def train_from_recipe(system_name, recipe, out_dir, resume=False, progress=True,
               "cpu_time_s": round(previous_cpu + _cpu_seconds() - cpu_before, 2),
               "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
               "metrics": final_metrics}
-    if init_from is not None:  # the run's starting networks (kept when it is resumed)
-        result["init_from"] = str(init_from)
+    if trainer.init_from is not None:  # the run's starting networks (kept by its checkpoints)
+        result["init_from"] = trainer.init_from
     tmp = os.path.join(out_dir, ".result.json.tmp")
     with open(tmp, "w") as handle:
         json.dump(result, handle, indent=1)

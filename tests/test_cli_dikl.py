@@ -7,6 +7,7 @@ import sys
 import mdtraj
 import numpy as np
 import pytest
+import torch
 
 from openmm_dikl.cli import main
 
@@ -54,6 +55,16 @@ def test_train_writes_result(trained):
     result = json.loads((trained / "finetune" / "result.json").read_text())
     assert result["iterations"] == 1 and result["init_from"] == source
     assert "--init-from" in result["command"]
+    parent = torch.load(source, weights_only=False)["generator_state"]
+    child = torch.load(trained / "finetune" / "checkpoint.pt", weights_only=False)
+    moved = max(float((child["generator_state"][k] - v).abs().max()) for k, v in parent.items())
+    assert 0 < moved < 0.1  # one step from the parent's networks, not from a fresh start
+    # an interrupted fine-tuning (no result.json yet) still records where it started
+    (trained / "finetune" / "result.json").unlink()
+    assert main(["train", "dw4", "--config", str(trained / "finetune.json"), "--out",
+                 str(trained / "finetune"), "--resume", "--iterations", "2", "--no-progress"]) == 0
+    result = json.loads((trained / "finetune" / "result.json").read_text())
+    assert result["iterations"] == 2 and result["init_from"] == source
 
 
 @pytest.mark.parametrize("ext", [".npy", ".dcd", ".pdb", ".h5"])
@@ -97,6 +108,10 @@ def test_bad_inputs(trained, tmp_path):
         (["train", "dw4", "--out", "o", "--init-from", "missing.pt"], "missing.pt"),
         (["train", "dw4", "--out", "o", "--init-from", str(trained / "run" / "sampler.pt")],
          "holds a 'sampler', expected one of ('trainer',)"),
+        (["train", "dw4", "--out", "o", "--init-from", str(trained / "run" / "checkpoint.pt")],
+         "holds a score network for other settings: n_levels=5"),  # bundled recipe: T = 20
+        (["train", "dw4", "--out", "o", "--resume", "--init-from", "x.pt"],
+         "--resume and --init-from exclude each other"),
         (["generate", "missing.pt", "-n", "5", "--out", "x.npy"], "missing.pt"),
         (["generate", str(trained / "run" / "sampler.pt"), "-n", "5", "--out", "x.xyz"], "unsupported output format"),
         (["generate", str(trained / "run" / "sampler.pt"), "-n", "5", "--out", "no/x.npy"], "does not exist"),

@@ -1,4 +1,5 @@
 """DiKL: posterior sampler, mode covering, OpenMM vs torch forces, checkpoints, samplers."""
+import copy
 import csv
 import math
 
@@ -424,6 +425,7 @@ def test_init_from_starts_a_new_run_from_another_runs_networks(dw4, tmp_path):
     state = child.state_dict()
     assert state["iteration"] == 1
     assert {int(v["step"]) for v in state["opt_generator_state"]["state"].values()} == {1}
+    assert child.init_from == state["init_from"] == str(source)
     moved = max(float((state["generator_state"][k] - v).abs().max())
                 for k, v in networks["generator_state"].items())
     assert 0 < moved < 0.1  # one small step away from the parent, not from a random start
@@ -431,7 +433,7 @@ def test_init_from_starts_a_new_run_from_another_runs_networks(dw4, tmp_path):
     resumed = DiKLTrainer(dw4, *dw4_models(seed=9), small_dw4_config(n_mala_steps=5))
     resumed.train(1, out_dir=tmp_path / "child", resume=True, init_from=tmp_path / "nothing.pt",
                   progress=False)
-    assert resumed.iteration == 1
+    assert resumed.iteration == 1 and resumed.init_from == str(source)  # kept by the checkpoint
     for name, value in state["generator_state"].items():
         assert torch.equal(resumed.state_dict()["generator_state"][name], value), name
 
@@ -447,8 +449,19 @@ def test_init_from_starts_a_new_run_from_another_runs_networks(dw4, tmp_path):
                              EGNNScore(4, 2, n_layers=2, hidden=16), small_dw4_config())
     with pytest.raises(CheckpointError, match="holds a generator built with"):
         other_arch.train(1, out_dir=tmp_path / "bad", init_from=source, progress=False)
-    with pytest.raises(CheckpointError, match="sampler.pt"):
+    with pytest.raises(CheckpointError, match="holds a 'sampler'"):
         child.load_weights(tmp_path / "parent" / "sampler.pt")  # no score network in it
+    other_noise = DiKLTrainer(dw4, *dw4_models(), small_dw4_config(n_levels=7))
+    with pytest.raises(CheckpointError, match="score network for other settings: n_levels"):
+        other_noise.load_weights(source)
+    broken = torch.load(source, weights_only=False)  # a score network that does not fit
+    broken["score_state"] = dict(list(broken["score_state"].items())[:-1])
+    torch.save(broken, tmp_path / "broken.pt")
+    before = copy.deepcopy(child.generator.state_dict())
+    with pytest.raises(CheckpointError, match="score network in checkpoint file"):
+        child.load_weights(tmp_path / "broken.pt")
+    for name, value in before.items():  # all or nothing: the generator was not replaced
+        assert torch.equal(child.generator.state_dict()[name], value), name
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         child.train(1, out_dir=tmp_path / "bad", init_from=tmp_path / "missing.pt", progress=False)
     assert not (tmp_path / "bad").exists()
@@ -645,12 +658,15 @@ def test_shipped_checkpoints_load_and_sample(path):
 #: MoG-40's residual generator starts as N(0, 20²) over the whole box, so untrained it
 #: "visits" every mode: there coverage has only its bound, the density must improve.
 SHIPPED_QUALITY = {
-    "dw4": [("energy_tvd", 0.38, "max", True), ("distance_tvd", 0.16, "max", True),
+    "dw4": [("energy_tvd", 0.35, "max", True), ("distance_tvd", 0.145, "max", True),
             ("w2", 1.95, "max", True)],
     "lj13": [("energy_tvd", 0.92, "max", True), ("distance_tvd", 0.19, "max", True),
              ("w2", 4.7, "max", True)],
     "mog40": [("mode_coverage", 0.7, "min", False), ("mean_log_density", -9.5, "min", True)],
-    "mw32": [("max_basin_weight_error", 0.18, "max", True)],
+    # 0.156 is the error of a coordinate collapsed into the heavy well; all 16 collapsed
+    # give a mean of 0.156 too, so the mean bound needs some coordinates that mix
+    "mw32": [("max_basin_weight_error", 0.18, "max", True),
+             ("mean_basin_weight_error", 0.152, "max", True)],
 }
 
 

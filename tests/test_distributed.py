@@ -25,8 +25,8 @@ SETTINGS = dict(n_levels=5, batch_size=8, score_steps_per_iter=1, n_importance=4
                 grad_clip=10.0, ema_decay=0.9, checkpoint_every=1, seed=3)
 
 
-def make_trainer(settings=SETTINGS, distributed_=None):
-    torch.manual_seed(0)  # the same initial weights everywhere (DDP also broadcasts rank 0's)
+def make_trainer(settings=SETTINGS, distributed_=None, init_seed=0):
+    torch.manual_seed(init_seed)  # the same initial weights everywhere (DDP also broadcasts rank 0's)
     generator = EGNNGenerator(4, 2, hidden=16, n_layers=2).double()
     score = EGNNScore(4, 2, hidden=16, n_layers=1).double()
     return DiKLTrainer(systems.get("dw4"), generator, score, DiKLConfig(**settings),
@@ -63,11 +63,28 @@ def _worker(rank, rendezvous, folder):
             torch.save({"iteration": second.iteration, "adam_steps": adam_steps,
                         "same_on_all_ranks": torch.equal(gathered[0], gathered[1])},
                        os.path.join(folder, "resumed.pt"))
+        # 3. a new 2-process run from the networks of run 2 (fine-tuning, other settings)
+        parent = os.path.join(folder, "run", "checkpoint.pt")
+        parent_state = torch.load(parent, weights_only=False)["generator_state"]
+        third = make_trainer(dict(SETTINGS, n_mala_steps=2), init_seed=1)  # other random start
+        third.train(n_iterations=1, out_dir=os.path.join(folder, "tuned"), progress=False,
+                    init_from=parent)
+        flat = torch.cat([p.detach().flatten() for p in third.generator.parameters()])
+        dist.all_gather(gathered, flat)
+        if rank == 0:
+            moved = max(float((v - parent_state[k]).abs().max())
+                        for k, v in third.generator.state_dict().items())
+            torch.manual_seed(1)
+            fresh = EGNNGenerator(4, 2, hidden=16, n_layers=2).double().state_dict()
+            apart = max(float((v - parent_state[k]).abs().max()) for k, v in fresh.items())
+            torch.save({"moved": moved, "apart": apart, "iteration": third.iteration,
+                        "same_on_all_ranks": torch.equal(gathered[0], gathered[1])},
+                       os.path.join(folder, "tuned.pt"))
         # Orderly shutdown: the DDP wrappers go before the group, and no process leaves
         # while the other may still talk to it.
-        first.close()
-        second.close()
-        del first, second
+        for trainer in (first, second, third):
+            trainer.close()
+        del first, second, third, trainer
         gc.collect()
         dist.barrier()
     finally:
@@ -159,6 +176,13 @@ def test_one_process_checkpoint_resumes_under_two_and_back(two_processes):
     rows = again.train(n_iterations=3, out_dir=out_dir, resume=True, progress=False)
     assert [r["iteration"] for r in rows] == [3]
     assert torch.isfinite(torch.tensor(rows[0]["score_gap"]))
+
+
+def test_two_processes_start_from_another_runs_networks(two_processes):
+    tuned = torch.load(two_processes / "tuned.pt", weights_only=False)
+    assert tuned["iteration"] == 1 and tuned["same_on_all_ranks"]
+    assert tuned["apart"] > 0.5  # the trainer's own random start is far from the parent
+    assert 0 < tuned["moved"] < 0.1  # one step from the parent, not from the random start
 
 
 def test_helpers_without_a_process_group(monkeypatch):
