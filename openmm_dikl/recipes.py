@@ -92,13 +92,13 @@ def _cpu_seconds():
                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
-def _previous_result(out_dir):
-    """The result record of an earlier (finished) invocation in ``out_dir``, else {}."""
+def _previous_cpu_seconds(out_dir):
+    """CPU time recorded by an earlier (finished) invocation in ``out_dir``, else 0."""
     try:
         with open(os.path.join(out_dir, "result.json")) as handle:
-            return dict(json.load(handle))
-    except (OSError, ValueError, TypeError):
-        return {}
+            return float(json.load(handle).get("cpu_time_s", 0.0))
+    except (OSError, ValueError):
+        return 0.0
 
 
 def train_from_recipe(system_name, recipe, out_dir, resume=False, progress=True,
@@ -154,7 +154,7 @@ def train_from_recipe(system_name, recipe, out_dir, resume=False, progress=True,
             trainer.load_weights(init_from)
         os.makedirs(out_dir, exist_ok=True)
         cpu_before = _cpu_seconds()
-        previous_cpu = float(_previous_result(out_dir).get("cpu_time_s", 0.0)) if resume else 0.0
+        previous_cpu = _previous_cpu_seconds(out_dir) if resume else 0.0
         with open(os.path.join(out_dir, "recipe.json"), "w") as handle:
             json.dump(recipe, handle, indent=1)
         trainer.train(n_iterations=n_iterations, out_dir=out_dir, resume=resume, progress=progress)
