@@ -737,16 +737,11 @@ class DiKLTrainer:
         obj = _load_file(path, kinds=("trainer",))
         _check_target(obj, path, self.target.name, self.target.n_particles,
                       self.target.spatial_dim)
-        mine, theirs = self.config.to_dict(), dict(obj["config"])
-        theirs["acceptance_range"] = tuple(theirs["acceptance_range"])
-        theirs.setdefault("coordinate_scale", 1.0)  # fields added after format 1 was fixed
-        theirs.setdefault("score_clip", None)
-        changed = sorted(k for k in mine if k not in _RESUMABLE_FIELDS
-                         and mine[k] != theirs.get(k))
+        changed = self._config_differences(
+            obj, sorted(k for k in self.config.to_dict() if k not in _RESUMABLE_FIELDS))
         if changed:
             raise CheckpointError(f"checkpoint file {path!r} was written with different "
-                                  "settings: " + ", ".join(f"{k}={theirs.get(k)!r} (now "
-                                                           f"{mine[k]!r})" for k in changed))
+                                  "settings: " + ", ".join(changed))
         self._load_networks(obj, path)
         _load_state(self.opt_generator, obj["opt_generator_state"], "generator optimiser", path)
         _load_state(self.opt_score, obj["opt_score_state"], "score optimiser", path)
@@ -793,11 +788,7 @@ class DiKLTrainer:
         obj = _load_file(path, kinds=("trainer",))
         _check_target(obj, path, self.target.name, self.target.n_particles,
                       self.target.spatial_dim)
-        theirs = dict(obj["config"])
-        theirs.setdefault("coordinate_scale", 1.0)
-        mine = self.config.to_dict()
-        changed = [f"{k}={theirs.get(k)!r} (now {mine[k]!r})" for k in _SCORE_MEANING_FIELDS
-                   if theirs.get(k) != mine[k]]
+        changed = self._config_differences(obj, _SCORE_MEANING_FIELDS)
         if bool(obj["centre"]) != self.centre:
             changed.append(f"centre={bool(obj['centre'])} (now {self.centre})")
         if changed:
@@ -805,6 +796,16 @@ class DiKLTrainer:
                                   "settings: " + ", ".join(changed))
         self._load_networks(obj, path, require_average=False)
         self.init_from = str(path)
+
+    def _config_differences(self, obj, fields):
+        """``"field=theirs (now mine)"`` for each of ``fields`` where a loaded checkpoint's
+        training settings differ from this trainer's."""
+        mine, theirs = self.config.to_dict(), dict(obj["config"])
+        theirs["acceptance_range"] = tuple(theirs["acceptance_range"])
+        theirs.setdefault("coordinate_scale", 1.0)  # fields added after format 1 was fixed
+        theirs.setdefault("score_clip", None)
+        return [f"{k}={theirs.get(k)!r} (now {mine[k]!r})" for k in fields
+                if mine[k] != theirs.get(k)]
 
     def _load_networks(self, obj, path, require_average=True):
         """Generator, weight average and score network from a loaded trainer checkpoint.
