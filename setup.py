@@ -5,7 +5,7 @@ Install torch first (``pip install torch==2.13.0`` takes the CPU build), then
 (shipped structures, reference samples, checkpoints) is installed as the package
 ``openmm_dikl._shipped`` so that a regular, non-editable install finds it.
 """
-from setuptools import setup
+from setuptools import find_packages, setup
 
 SHIPPED_PATTERNS = ["*.pdb", "*.prmtop", "*.crd", "*.json", "*.npy", "*.npz",
                     "*.txt", "*.md", "checkpoints/*", "configs/*"]
@@ -18,7 +18,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=["openmm_dikl", "openmm_dikl.systems", "openmm_dikl._shipped"],
+    packages=find_packages(include=["openmm_dikl", "openmm_dikl.*"]) + ["openmm_dikl._shipped"],
     package_dir={"openmm_dikl._shipped": "systems"},
     package_data={"openmm_dikl._shipped": SHIPPED_PATTERNS},
     include_package_data=False,

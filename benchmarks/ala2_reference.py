@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from openmm_dikl import systems
-from openmm_dikl.tempering import ParallelTempering, geometric_temperatures
+from openmm_dikl.samplers import ParallelTempering, geometric_temperatures
 
 
 def atomic_pickle(obj, path):

@@ -23,7 +23,7 @@ import openmm
 from openmm import unit
 
 from openmm_dikl import systems
-from openmm_dikl.integrators import DiffusiveGibbsIntegrator
+from openmm_dikl.samplers import DiffusiveGibbsIntegrator
 
 TEMPERATURE = 300.0  # K
 

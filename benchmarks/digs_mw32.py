@@ -8,11 +8,11 @@ cross barriers reports P̂ = 1.
 
 Each DiGS row runs ``--chains`` independent OpenMM Contexts (Reference platform,
 ``planar=True`` so the separable z term is never sampled) with one
-:class:`~openmm_dikl.integrators.DiffusiveGibbsIntegrator` each, a VP Gaussian schedule
+:class:`~openmm_dikl.samplers.integrators.DiffusiveGibbsIntegrator` each, a VP Gaussian schedule
 (levels visited in the order given), 5 MALA denoising steps of ε = 0.02 nm² per sweep,
 and records every sweep after a burn-in of 10 %.  Evaluations are counted as the
 integrator does: ``n_denoise_steps + 2`` per sweep.  The MALA row is the batched torch
-sampler (:class:`~openmm_dikl.torch_mcmc.MALA`, step adapted to 0.574 in burn-in, every
+sampler (:class:`~openmm_dikl.samplers.mcmc.MALA`, step adapted to 0.574 in burn-in, every
 10th step kept) on the torch twin with the same number of chains and evaluations.
 
 Printed per row: evaluations (all chains), frames, initialisation / denoising acceptance
@@ -33,7 +33,7 @@ The isotropic 32-dimensional kernel of the integrator never accepts an initialis
 (each x well has curvature u'' ≈ 25, so even α = 0.95 proposals cost many kT in 16
 coordinates at once); the few barrier crossings come from the denoising MALA steps, and
 DiGS is no better than MALA per evaluation here.  The per-block kernel of the torch
-sampler (:class:`~openmm_dikl.digs.BlockGaussianKernel`) is the fix; the integrator has
+sampler (:class:`~openmm_dikl.samplers.kernels.BlockGaussianKernel`) is the fix; the integrator has
 no block option.
 
 Usage::
@@ -49,9 +49,10 @@ import openmm
 import torch
 from openmm import unit
 
-from openmm_dikl import metrics, systems
-from openmm_dikl.integrators import DiffusiveGibbsIntegrator
-from openmm_dikl.torch_mcmc import MALA
+from openmm_dikl import systems
+from openmm_dikl.analysis import metrics
+from openmm_dikl.samplers import DiffusiveGibbsIntegrator
+from openmm_dikl.samplers import MALA
 
 SCHEDULES = {
     "digs a=0.9": [0.9],

@@ -12,7 +12,7 @@ Coordinates.  *Internal* rows sample z = (q − centre)/scale, q the 60 Z-matrix
 (:class:`~openmm_dikl.internal.InternalTransform` fitted to the starting snapshots, rigid
 frame fixed, dihedrals unwrapped), with density exp(−u(x(z)) + log|det ∂x/∂z|) — the
 set-up of the DiGS paper for alanine dipeptide.  MALA/HMC there use
-:class:`~openmm_dikl.torch_mcmc.TransformedEnergy` on the same transform the
+:class:`~openmm_dikl.energy.TransformedEnergy` on the same transform the
 internal-coordinate DiGS sampler uses.  *Cartesian* rows sample positions in nm.
 
 Tuning.  MALA and HMC (10 leapfrog steps) adapt one step size per chain toward
@@ -27,7 +27,7 @@ Columns.  evals: force evaluations (all chains / replicas).  trans/1e6: core-to-
 transitions per 10⁶ evaluations — a chain passing from φ ∈ [−170°, −30°] to
 φ ∈ [30°, 130°] or back (the last core visited is remembered).  KL: KL(reference ‖
 sampler) of the φ and ψ histograms (60 bins) and of the Ramachandran histogram (60 × 60)
-as in :mod:`openmm_dikl.evaluation`: every trace (all chains, recorded after burn-in) is
+as in :mod:`openmm_dikl.analysis.evaluation`: every trace (all chains, recorded after burn-in) is
 thinned evenly to ``--frames`` frames, the pseudo-count is one sample per bin at that
 size (1/frames), the reference is the first half of the shipped PT run
 (``systems/ala2_implicit_reference.npz``), and the noise floor row compares its second
@@ -72,12 +72,13 @@ import openmm
 import torch
 from openmm import unit
 
-from openmm_dikl import metrics, systems
-from openmm_dikl.digs import DiGSSampler, GaussianKernel, TorsionalKernel
+from openmm_dikl import systems
+from openmm_dikl.analysis import metrics
+from openmm_dikl.samplers import DiGSSampler, GaussianKernel, TorsionalKernel
 from openmm_dikl.internal import (ALANINE_PHI, ALANINE_PSI, InternalCoordinates,
                                   InternalTransform, dihedral, wrap_angle)
-from openmm_dikl.tempering import ParallelTempering, geometric_temperatures
-from openmm_dikl.torch_mcmc import HMC, MALA, TransformedEnergy, energy_and_force
+from openmm_dikl.samplers import ParallelTempering, geometric_temperatures
+from openmm_dikl.samplers import HMC, MALA, TransformedEnergy, energy_and_force
 
 CORE_A = (-170.0, -30.0)
 CORE_B = (30.0, 130.0)
@@ -291,9 +292,9 @@ def thin(angles, n):
 def kl_row(reference, angles, n_frames):
     """(KL φ, KL ψ, KL rama) of the reference's first half vs ``angles`` thinned to n_frames.
 
-    Angles in degrees; :func:`openmm_dikl.metrics.dihedral_kl` / ``ramachandran_kl`` on 60
+    Angles in degrees; :func:`openmm_dikl.analysis.metrics.dihedral_kl` / ``ramachandran_kl`` on 60
     (60 × 60) bins with a pseudo-count of one sample per bin (1/n_frames), as in
-    :func:`openmm_dikl.evaluation.evaluate_array`.
+    :func:`openmm_dikl.analysis.evaluation.evaluate_array`.
     """
     half = np.radians(reference[: len(reference) // 2])
     sample = np.radians(thin(angles, n_frames))

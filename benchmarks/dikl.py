@@ -7,7 +7,7 @@ loads the generator with :func:`openmm_dikl.dikl.load_sampler` and prints
   sampler scores on the same protocol (the *noise floor*) beside it:
   - DW-4, LJ-13: W2 (nm), energy TVD and interatomic-distance TVD of 2,000 model vs 2,000
     reference samples, centred, 200 bins, mean over ``--repeats`` random subsets
-    (:func:`openmm_dikl.metrics.evaluate_samples`; floor: :func:`~openmm_dikl.metrics.noise_floor`);
+    (:func:`openmm_dikl.analysis.metrics.evaluate_samples`; floor: :func:`~openmm_dikl.analysis.metrics.noise_floor`);
   - MoG-40: modes covered (of 40), mean log-density of the samples (exact −6.86) and the
     total-variation error of the mode weights, on ``--n-mode-samples`` samples; floor:
     the same numbers for exact samples;
@@ -35,9 +35,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from openmm_dikl import metrics, systems  # noqa: E402
+from openmm_dikl import systems
+from openmm_dikl.analysis import metrics  # noqa: E402
 from openmm_dikl.dikl import BUNDLED_SAMPLERS, load_sampler  # noqa: E402
-from openmm_dikl.refine import refine_samples  # noqa: E402
+from openmm_dikl.samplers import refine_samples  # noqa: E402
 from openmm_dikl.systems.base import shipped_path  # noqa: E402
 
 #: Targets of the DiKL issue (the DiKL paper's numbers, ×1 in our units).

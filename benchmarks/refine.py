@@ -19,8 +19,8 @@ from openmm import unit
 
 from openmm_dikl import systems
 from openmm_dikl.dikl import load_sampler
-from openmm_dikl.recipes import evaluate_configurations
-from openmm_dikl.refine import refine_samples
+from openmm_dikl.dikl.recipes import evaluate_configurations
+from openmm_dikl.samplers import refine_samples
 
 #: metric columns shown per system family (others are ignored)
 COLUMNS = ("w2", "energy_tvd", "distance_tvd", "kl_phi", "kl_psi", "kl_ramachandran",

@@ -40,7 +40,7 @@ import torch.multiprocessing as mp  # noqa: E402
 
 from openmm_dikl import sampling, systems  # noqa: E402
 from openmm_dikl.dikl import DiKLTrainer  # noqa: E402
-from openmm_dikl.recipes import load_recipe  # noqa: E402
+from openmm_dikl.dikl.recipes import load_recipe  # noqa: E402
 
 ALA2 = "alanine_dipeptide_implicit"
 

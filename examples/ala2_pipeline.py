@@ -23,13 +23,14 @@ import mdtraj
 import numpy as np
 import torch
 
-from openmm_dikl import metrics, systems
+from openmm_dikl import systems
+from openmm_dikl.analysis import metrics
 from openmm_dikl.dikl import load_sampler
-from openmm_dikl.evaluation import ala2_metrics, ala2_reference
-from openmm_dikl.plots import plot_ramachandran
-from openmm_dikl.recipes import load_recipe, train_from_recipe
-from openmm_dikl.refine import refine_samples
-from openmm_dikl.sampling import run_sampler
+from openmm_dikl.analysis.evaluation import ala2_metrics, ala2_reference
+from openmm_dikl.analysis.plots import plot_ramachandran
+from openmm_dikl.dikl.recipes import load_recipe, train_from_recipe
+from openmm_dikl.samplers import refine_samples
+from openmm_dikl.samplers import run_sampler
 
 
 def report(label, target, x, out):

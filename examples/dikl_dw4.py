@@ -13,10 +13,11 @@ import os
 
 import torch
 
-from openmm_dikl import metrics, systems
+from openmm_dikl import systems
+from openmm_dikl.analysis import metrics
 from openmm_dikl.dikl import load_sampler
-from openmm_dikl.recipes import load_recipe, train_from_recipe
-from openmm_dikl.refine import refine_samples
+from openmm_dikl.dikl.recipes import load_recipe, train_from_recipe
+from openmm_dikl.samplers import refine_samples
 
 
 def main(argv=None):

@@ -18,7 +18,7 @@ and every other atom of the acetyl cap (and the amide H) is placed relative to t
 that define φ, every atom of the N-methyl cap (and the carbonyl O) relative to those of ψ.
 So changing φ alone, with all other coordinates fixed, rigidly rotates the acetyl side
 about the N–Cα bond, and changing ψ rigidly rotates the N-methyl side about Cα–C
-(the pivot moves of :class:`openmm_dikl.digs.TorsionalKernel`).
+(the pivot moves of :class:`openmm_dikl.samplers.kernels.TorsionalKernel`).
 
 Jacobian.  With x = R·x_local(q) + t, Lebesgue measure on ℝ^{3N} factorises as
 
@@ -31,7 +31,7 @@ p(q) ∝ exp(−u(x(q))) · J(q); :meth:`InternalCoordinates.to_internal` return
 Periodicity.  Dihedrals come out in (−π, π] but :meth:`to_cartesian` accepts any real
 value (it only uses cos and sin), so a sampler may work with unwrapped dihedrals: the
 target u(x(q)) is 2π-periodic in them, and any kernel that commutes with 2π shifts
-(e.g. a Gaussian kernel with α = 1 or x̃ = αq + σε, see :mod:`openmm_dikl.digs`) stays
+(e.g. a Gaussian kernel with α = 1 or x̃ = αq + σε, see :mod:`openmm_dikl.samplers.digs`) stays
 exact for the wrapped chain.
 
 >>> import torch
@@ -51,12 +51,9 @@ import math
 
 import torch
 
-__all__ = ["dihedral", "angle", "InternalCoordinates", "InternalTransform",
-           "alanine_dipeptide_zmatrix", "ALANINE_PHI", "ALANINE_PSI", "wrap_angle"]
+from .geometry import angle, dihedral, unit_vector, wrap_angle
 
-#: Atom indices (in the shipped topology order) of φ and ψ of alanine dipeptide.
-ALANINE_PHI = (4, 6, 8, 14)
-ALANINE_PSI = (6, 8, 14, 16)
+__all__ = ["InternalCoordinates", "InternalTransform", "alanine_dipeptide_zmatrix"]
 
 # (residue, atom name) of the roots and of each placed atom with its (bond, angle,
 # dihedral) references.  Order matters: references are always placed earlier.
@@ -90,46 +87,10 @@ for _res in ("ACE", "NME"):
         _ALIASES[(_res, f"H{_k}")] = (f"HH3{_k}", f"{_k}HH3")
 
 
-def wrap_angle(theta):
-    """Wrap angles (radians, any shape) into [−π, π)."""
-    return torch.remainder(theta + math.pi, 2 * math.pi) - math.pi
-
-
-def _unit(v):
-    return v / torch.linalg.norm(v, dim=-1, keepdim=True)
-
-
-def dihedral(p0, p1, p2, p3):
-    """Dihedral angle of four points (IUPAC / mdtraj convention), in radians.
-
-    Parameters
-    ----------
-    p0, p1, p2, p3 : torch.Tensor, shape=(..., 3)
-        Positions (any length unit).
-
-    Returns
-    -------
-    torch.Tensor, shape=(...)
-        Angle in (−π, π], differentiable (except for collinear points).
-    """
-    b0, b1, b2 = p1 - p0, p2 - p1, p3 - p2
-    n1, n2 = torch.cross(b0, b1, dim=-1), torch.cross(b1, b2, dim=-1)
-    y = (b0 * n2).sum(-1) * torch.linalg.norm(b1, dim=-1)
-    return torch.atan2(y, (n1 * n2).sum(-1))
-
-
-def angle(p0, p1, p2):
-    """Angle ∠(p0, p1, p2) at p1 in radians, shape (...), for points of shape (..., 3)."""
-    u, v = _unit(p0 - p1), _unit(p2 - p1)
-    cos = (u * v).sum(-1)
-    sin = torch.linalg.norm(torch.cross(u, v, dim=-1), dim=-1)
-    return torch.atan2(sin, cos)
-
-
 def _place(a, b, c, r, theta, tau):
     """NeRF: the point d with |d − c| = r, ∠(d, c, b) = θ, dihedral(d, c, b, a) = τ."""
-    bc = _unit(c - b)
-    n = _unit(torch.cross(b - a, bc, dim=-1))
+    bc = unit_vector(c - b)
+    n = unit_vector(torch.cross(b - a, bc, dim=-1))
     m = torch.cross(n, bc, dim=-1)
     rt = r[..., None]
     return (c - rt * torch.cos(theta)[..., None] * bc
@@ -137,14 +98,14 @@ def _place(a, b, c, r, theta, tau):
             + rt * (torch.sin(theta) * torch.sin(tau))[..., None] * n)
 
 
-def alanine_dipeptide_zmatrix(topology=None):
+def alanine_dipeptide_zmatrix(topology):
     """The alanine dipeptide Z-matrix as atom indices.
 
     Parameters
     ----------
-    topology : openmm.app.Topology, optional
+    topology : openmm.app.Topology
         Topology whose atom order to use (names are looked up per residue, with the
-        common PDB aliases).  Default: the shipped order (ACE 0–5, ALA 6–15, NME 16–21).
+        common PDB aliases).
 
     Returns
     -------
@@ -159,9 +120,8 @@ def alanine_dipeptide_zmatrix(topology=None):
         If the topology is not ACE-ALA-NME with 22 atoms.
     """
     if topology is None:
-        from .systems import shipped_path
-        from openmm import app
-        topology = app.PDBFile(shipped_path("alanine_dipeptide.pdb")).topology
+        raise ValueError("alanine_dipeptide_zmatrix needs the topology (e.g. "
+                         "systems.get('alanine_dipeptide_vacuum').topology)")
     lookup = {}
     for atom in topology.atoms():
         lookup[(atom.residue.name, atom.name)] = atom.index
@@ -239,7 +199,7 @@ class InternalCoordinates:
         self._rows = torch.tensor(placed, dtype=torch.long).reshape(-1, 4)
 
     @classmethod
-    def alanine_dipeptide(cls, topology=None):
+    def alanine_dipeptide(cls, topology):
         """The 60-coordinate Z-matrix of alanine dipeptide (see :func:`alanine_dipeptide_zmatrix`)."""
         roots, placed = alanine_dipeptide_zmatrix(topology)
         return cls(roots, placed, 22)
@@ -317,9 +277,9 @@ class InternalCoordinates:
         """
         x = self._check(x)
         r0, r1, r2 = (x[:, i] for i in self.roots)
-        e1 = _unit(r1 - r0)
+        e1 = unit_vector(r1 - r0)
         v = r2 - r1
-        e2 = _unit(v - (v * e1).sum(-1, keepdim=True) * e1)
+        e2 = unit_vector(v - (v * e1).sum(-1, keepdim=True) * e1)
         e3 = torch.cross(e1, e2, dim=-1)
         return torch.stack([e1, e2, e3], -1), r0
 
@@ -364,7 +324,7 @@ class InternalCoordinates:
 class InternalTransform:
     """Standardised internal coordinates z = (q − center) / scale, for samplers.
 
-    Implements the transform protocol of :class:`openmm_dikl.digs.DiGSSampler`:
+    Implements the transform protocol of :class:`openmm_dikl.samplers.digs.DiGSSampler`:
     ``forward(x) -> (z, log_det)`` and ``inverse(z) -> (x, log_det)`` with
     log_det = log|det ∂x/∂z| = log J(q) + Σ log scale, so the density of z is
     exp(−u(x(z)) + log_det(z)).  The rigid-body frame is fixed (``frame``), which is

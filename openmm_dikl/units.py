@@ -10,7 +10,8 @@ import torch
 from openmm import unit
 
 __all__ = ["MOLAR_GAS_CONSTANT", "REDUCED_TEMPERATURE", "as_kelvin", "as_nm", "kt_kjmol",
-           "check_positions", "check_bond_lengths", "BOND_LENGTH_RANGE"]
+           "check_positions", "check_bond_lengths", "BOND_LENGTH_RANGE", "as_nm_tensor",
+           "check_samplable"]
 
 #: Plausible range (nm) of the median bond length of a molecule; outside it the positions
 #: are almost surely in the wrong unit (Å passed as nm gives a median of 1-1.5).
@@ -161,3 +162,39 @@ def check_bond_lengths(xyz, bonds, name="positions"):
                 "far too short: are the positions in a unit larger than nm?")
         raise ValueError(f"{name}: median bond length {value:.3g} nm in sample {int(bad[0])} "
                          f"is outside the plausible {low}-{high} nm, {hint}")
+
+
+def as_nm_tensor(x, name="x0"):
+    """Tensor, array or Quantity (nm) as a float64 torch tensor.
+
+    Raises TypeError / ValueError naming ``name`` for non-length Quantities, complex,
+    boolean or non-numeric values (see :func:`as_nm`).
+    """
+    if not isinstance(x, torch.Tensor) or unit.is_quantity(x):
+        x = np.ascontiguousarray(as_nm(x, name))
+    elif x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"{name} must be real numbers in nm, got a {x.dtype} tensor")
+    return torch.as_tensor(x, dtype=torch.float64)
+
+
+def check_samplable(system, what="openmm_dikl samplers"):
+    """Raise ValueError if ``system`` has constraints, virtual sites or a barostat.
+
+    DiGS and DiKL sample every Cartesian degree of freedom: a constraint would be
+    ignored (a silently wrong distribution) and a virtual site is not a free coordinate.
+    Periodic Systems are sampled in their default box, so a barostat (NPT) is refused
+    rather than silently ignored.
+    """
+    n_constraints = system.getNumConstraints()
+    if n_constraints:
+        raise ValueError(f"the System has {n_constraints} constraints, which {what} cannot "
+                         "handle; build it with constraints=None (and rigidWater=False)")
+    virtual = [i for i in range(system.getNumParticles()) if system.isVirtualSite(i)]
+    if virtual:
+        raise ValueError(f"the System has {len(virtual)} virtual sites (first: particle "
+                         f"{virtual[0]}), which {what} cannot handle")
+    barostats = [type(f).__name__ for f in system.getForces() if "Barostat" in type(f).__name__]
+    if barostats:
+        raise ValueError(f"the System has a {barostats[0]}, but {what} sample at fixed volume "
+                         "(periodic Systems are evaluated in their default box); remove the "
+                         "barostat")

@@ -6,8 +6,10 @@ import torch
 
 from openmm_dikl import systems
 from openmm_dikl.dikl import DiKLConfig, DiKLTrainer, load_sampler, save_sampler
-from openmm_dikl.internal import ALANINE_PHI, ALANINE_PSI
-from openmm_dikl.models import InternalCoordinateGenerator, PairScore, build_model
+from openmm_dikl.nn import InternalCoordinateGenerator, PairScore, build_model
+
+_TORSIONS = systems.get("alanine_dipeptide_vacuum").torsions
+ALANINE_PHI, ALANINE_PSI = tuple(_TORSIONS["phi"][0]), tuple(_TORSIONS["psi"][0])
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +19,8 @@ def implicit():
 
 def models(target, seed=0, hidden=32):
     torch.manual_seed(seed)
-    generator = InternalCoordinateGenerator.alanine_dipeptide(target.positions, hidden=hidden,
+    generator = InternalCoordinateGenerator.alanine_dipeptide(target.positions, target.topology,
+                                                              hidden=hidden,
                                                               n_layers=2)
     return generator, PairScore(22, 3, hidden=hidden, n_layers=2,
                                 reference=target.positions._value)
@@ -138,7 +141,7 @@ def test_dikl_iterations_with_openmm_forces(implicit, tmp_path):
 
 
 def test_ala2_metrics_record_angles_and_energy(implicit):
-    from openmm_dikl.evaluation import ala2_metrics
+    from openmm_dikl.analysis.evaluation import ala2_metrics
     generator, _ = models(implicit)
     with torch.no_grad():
         x = generator.sample(500, generator=torch.Generator().manual_seed(5))

@@ -24,7 +24,7 @@ TINY_RECIPE = {
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from openmm_dikl.models import EGNNGenerator, EGNNScore
+    from openmm_dikl.nn import EGNNGenerator, EGNNScore
     folder = tmp_path_factory.mktemp("dikl")
     recipe = dict(TINY_RECIPE, generator=EGNNGenerator(4, 2, n_layers=1, hidden=8).config,
                   score_model=EGNNScore(4, 2, n_layers=1, hidden=8).config)

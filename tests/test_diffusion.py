@@ -1,13 +1,13 @@
-"""VP schedule, DSM loss and the score identities of openmm_dikl.diffusion."""
+"""VP schedule, DSM loss and the score identities of openmm_dikl.dikl.diffusion."""
 import math
 
 import pytest
 import torch
 
-from openmm_dikl.diffusion import (VPSchedule, denoising_score_identity, dikl_surrogate_loss,
+from openmm_dikl.dikl.diffusion import (VPSchedule, denoising_score_identity, dikl_surrogate_loss,
                                    dsm_loss, level_weights, mixed_score_identity, model_score,
                                    perturb, target_score_identity)
-from openmm_dikl.models import remove_mean
+from openmm_dikl.geometry import remove_mean
 
 F64 = torch.float64
 

@@ -10,8 +10,9 @@ import torch
 from openmm import unit
 
 from openmm_dikl import systems
-from openmm_dikl.digs import DiGSSampler, GaussianKernel, TorsionalKernel
-from openmm_dikl.internal import InternalCoordinates, angle, dihedral
+from openmm_dikl.samplers import DiGSSampler, GaussianKernel, TorsionalKernel
+from openmm_dikl.geometry import angle, dihedral
+from openmm_dikl.internal import InternalCoordinates
 
 COV = torch.tensor([[1.0, 0.6], [0.6, 0.5]], dtype=torch.float64)
 PRECISION = torch.linalg.inv(COV)
@@ -286,7 +287,7 @@ def test_torsional_kernel_from_topology_refuses_rings():
 def test_blocked_kernel_mw32_basin_weights():
     """MW-32: a full 32-D Gaussian initialisation is never accepted; noising one particle
     per level (a blocked kernel, still exact) recovers every coordinate's basin weight."""
-    from openmm_dikl.digs import BlockGaussianKernel
+    from openmm_dikl.samplers import BlockGaussianKernel
     mw = systems.get("mw32")
     exact = systems.many_well_positive_weight()
     x0 = torch.as_tensor(mw.positions._value[:, :2])[None].repeat(128, 1, 1)

@@ -8,10 +8,12 @@ import torch
 from torch import nn
 
 from openmm_dikl import systems
-from openmm_dikl.diffusion import mixed_score_identity
+from openmm_dikl.dikl.diffusion import mixed_score_identity
 from openmm_dikl.dikl import (CheckpointError, DiKLConfig, DiKLTrainer, PosteriorSampler,
-                              load_sampler, save_sampler, target_energy_and_force)
-from openmm_dikl.models import EGNNGenerator, EGNNScore, MLPGenerator, MLPScore, remove_mean
+                              load_sampler, save_sampler)
+from openmm_dikl.energy import EnergyAndForce as target_energy_and_force
+from openmm_dikl.geometry import remove_mean
+from openmm_dikl.nn import EGNNGenerator, EGNNScore, MLPGenerator, MLPScore
 
 from test_diffusion import MIX, mixture_force, mixture_posterior
 
@@ -199,7 +201,7 @@ def test_coordinate_scale_reproduces_the_unit_problem_on_a_stretched_target():
 
 
 def test_score_clip_bounds_each_particles_contribution():
-    from openmm_dikl.dikl import _clip_per_particle
+    from openmm_dikl.dikl.trainer import _clip_per_particle
     v = torch.tensor([[[3.0, 4.0], [0.3, 0.4]], [[0.0, 0.0], [-60.0, 80.0]]], dtype=F64)
     clipped = _clip_per_particle(v, 1.0)
     assert torch.allclose(clipped.norm(dim=-1), torch.tensor([[1.0, 0.5], [0.0, 1.0]], dtype=F64))
@@ -227,7 +229,7 @@ def test_mlp_generator_output_scale():
     z = torch.randn(5, 1, 2)
     assert torch.allclose(scaled(z), 50.0 * plain(z))
     assert scaled.config["output_scale"] == 50.0 and "output_scale" not in plain.config
-    from openmm_dikl.models import build_model
+    from openmm_dikl.nn import build_model
     assert build_model(scaled.config).output_scale == 50.0
     with pytest.raises(ValueError, match="output_scale"):
         MLPGenerator(1, 2, output_scale=0.0)
@@ -622,7 +624,7 @@ def test_shipped_recipes_build(path):
     import json
     import os
 
-    from openmm_dikl.models import build_model
+    from openmm_dikl.nn import build_model
     with open(path) as handle:
         recipe = json.load(handle)
     assert set(recipe) == {"system", "generator", "score_model", "dikl", "notes"}
@@ -675,8 +677,8 @@ def test_shipped_checkpoints_meet_their_stated_quality(path):
     """Re-measure each shipped generator; it meets its bounds and beats its untrained self."""
     import os
 
-    from openmm_dikl.models import build_model
-    from openmm_dikl.recipes import evaluate_configurations
+    from openmm_dikl.nn import build_model
+    from openmm_dikl.dikl.recipes import evaluate_configurations
     name = os.path.basename(path)[:-3]
     target = systems.get(name)
     sampler = load_sampler(name, target=name)

@@ -15,9 +15,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from openmm_dikl import distributed, systems
-from openmm_dikl.dikl import DiKLConfig, DiKLTrainer, _rank_seed
-from openmm_dikl.models import EGNNGenerator, EGNNScore
+from openmm_dikl import systems
+from openmm_dikl.dikl import distributed
+from openmm_dikl.dikl import DiKLConfig, DiKLTrainer
+from openmm_dikl.dikl.trainer import _rank_seed
+from openmm_dikl.nn import EGNNGenerator, EGNNScore
 
 WORLD = 2
 SETTINGS = dict(n_levels=5, batch_size=8, score_steps_per_iter=1, n_importance=4,

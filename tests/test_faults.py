@@ -28,16 +28,16 @@ from openmm_dikl import systems
 from openmm_dikl.bridge import OpenMMBridge
 from openmm_dikl.cli import main
 from openmm_dikl.dikl import CheckpointError, DiKLConfig, load_sampler
-from openmm_dikl.digs import DiGSSampler, GaussianKernel
-from openmm_dikl.integrators import DiffusiveGibbsIntegrator
+from openmm_dikl.samplers import DiGSSampler, GaussianKernel
+from openmm_dikl.samplers import DiffusiveGibbsIntegrator
 from openmm_dikl.io import read_samples
-from openmm_dikl.mcmc import DiffusiveGibbsMove
-from openmm_dikl.sampling import SamplingError, run_sampler
+from openmm_dikl.samplers import DiffusiveGibbsMove
+from openmm_dikl.samplers import SamplingError, run_sampler
 from openmm_dikl.systems import from_openmm, shipped_path
-from openmm_dikl.torch_mcmc import HMC, MALA
+from openmm_dikl.samplers import HMC, MALA
 from openmm_dikl.units import as_kelvin, check_positions
 
-HANG_ENV = "OPENMM_DIKL_TEST_HANG_IN_SAVE"  # see openmm_dikl.checkpoints._maybe_hang_in_save
+HANG_ENV = "OPENMM_DIKL_TEST_HANG_IN_SAVE"  # see openmm_dikl.dikl.checkpoints._maybe_hang_in_save
 CHECKPOINT_EVERY = 3
 
 
@@ -45,7 +45,7 @@ CHECKPOINT_EVERY = 3
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
     """A tiny DW-4 recipe (iterations of ~10 ms) written to a JSON file."""
-    from openmm_dikl.models import EGNNGenerator, EGNNScore
+    from openmm_dikl.nn import EGNNGenerator, EGNNScore
     path = tmp_path_factory.mktemp("recipe") / "tiny.json"
     path.write_text(json.dumps({
         "system": "dw4",
@@ -109,7 +109,7 @@ def train_in_process(recipe, out, total, resume):
     """What `openmm-dikl train [--resume]` does, without the final evaluation (for speed;
     the CLI path itself is tested in test_cli_dikl.py)."""
     from openmm_dikl.dikl import DiKLTrainer
-    from openmm_dikl.models import build_model
+    from openmm_dikl.nn import build_model
     spec = json.loads(recipe.read_text())
     trainer = DiKLTrainer(systems.get("dw4"), build_model(spec["generator"]),
                           build_model(spec["score_model"]), DiKLConfig(**spec["dikl"]))

@@ -1,4 +1,4 @@
-"""Tests of openmm_dikl.integrators.DiffusiveGibbsIntegrator (Reference platform, fixed seeds).
+"""Tests of openmm_dikl.samplers.integrators.DiffusiveGibbsIntegrator (Reference platform, fixed seeds).
 
 Statistical tests compare chain averages with exact values using batch-means standard
 errors (50 batches), which account for autocorrelation; tolerances are stated per test.
@@ -14,7 +14,7 @@ from openmmtools.integrators import ThermostatedIntegrator
 from scipy import integrate
 
 from openmm_dikl import systems
-from openmm_dikl.integrators import DiffusiveGibbsIntegrator
+from openmm_dikl.samplers import DiffusiveGibbsIntegrator
 from openmm_dikl.systems import shipped_path
 from openmm_dikl.units import REDUCED_TEMPERATURE
 

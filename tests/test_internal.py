@@ -8,9 +8,11 @@ import torch
 from openmm import app
 
 from openmm_dikl import systems
-from openmm_dikl.internal import (ALANINE_PHI, ALANINE_PSI, InternalCoordinates,
-                                  InternalTransform, alanine_dipeptide_zmatrix, dihedral,
-                                  wrap_angle)
+from openmm_dikl.geometry import dihedral, wrap_angle
+from openmm_dikl.internal import InternalCoordinates, InternalTransform, alanine_dipeptide_zmatrix
+
+_TORSIONS = systems.get("alanine_dipeptide_vacuum").torsions
+ALANINE_PHI, ALANINE_PSI = tuple(_TORSIONS["phi"][0]), tuple(_TORSIONS["psi"][0])
 
 
 @pytest.fixture(scope="module")

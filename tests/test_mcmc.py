@@ -1,4 +1,4 @@
-"""Tests of openmm_dikl.mcmc.DiffusiveGibbsMove (Reference platform, explicit ContextCache)."""
+"""Tests of openmm_dikl.samplers.moves.DiffusiveGibbsMove (Reference platform, explicit ContextCache)."""
 import pickle
 
 import numpy as np
@@ -7,8 +7,8 @@ import pytest
 from openmm import unit
 from openmmtools import cache, mcmc, states, utils
 
-from openmm_dikl.integrators import DiffusiveGibbsIntegrator
-from openmm_dikl.mcmc import DiffusiveGibbsMove
+from openmm_dikl.samplers import DiffusiveGibbsIntegrator
+from openmm_dikl.samplers import DiffusiveGibbsMove
 from openmm_dikl.units import REDUCED_TEMPERATURE
 
 REFERENCE = openmm.Platform.getPlatformByName("Reference")

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from openmm_dikl import metrics, systems
+from openmm_dikl import systems
+from openmm_dikl.analysis import metrics
 from openmm_dikl.systems import shipped_path
 
 
@@ -247,7 +248,7 @@ def test_evaluate_samples_without_centring_and_validation():
 
 def test_random_rotation_permutation_keeps_invariants_and_symmetrised_floor():
     from openmm_dikl import systems
-    from openmm_dikl.metrics import noise_floor, random_rotation_permutation
+    from openmm_dikl.analysis.metrics import noise_floor, random_rotation_permutation
     lj = systems.get("lj13")
     x = lj.reference_samples(50)
     y = random_rotation_permutation(x, seed=3)

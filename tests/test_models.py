@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from openmm_dikl import models
-from openmm_dikl.models import (EGNN, EGNNGenerator, EGNNLayer, EGNNScore, MLPGenerator,
-                                MLPScore, build_model, model_config, remove_mean)
+from openmm_dikl import nn as models
+from openmm_dikl.geometry import remove_mean
+from openmm_dikl.nn import (EGNN, EGNNGenerator, EGNNLayer, EGNNScore, MLPGenerator,
+                            MLPScore, build_model, model_config)
 
 OPTIONS = [dict(), dict(normalize=True, tanh=True, coords_range=0.5),
            dict(aggregation="sum", coord_hidden_layer=False)]

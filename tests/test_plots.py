@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from openmm_dikl.plots import plot_histograms, plot_ramachandran
+from openmm_dikl.analysis.plots import plot_histograms, plot_ramachandran
 
 
 def test_ramachandran_png(tmp_path):

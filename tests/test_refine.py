@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from openmm_dikl import metrics, systems
+from openmm_dikl import systems
+from openmm_dikl.analysis import metrics
 from openmm_dikl.cli import main
 from openmm_dikl.dikl import save_sampler
-from openmm_dikl.models import EGNNGenerator
-from openmm_dikl.refine import refine_samples
+from openmm_dikl.nn import EGNNGenerator
+from openmm_dikl.samplers import refine_samples
 
 
 @pytest.fixture(scope="module")

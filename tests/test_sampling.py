@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from openmm_dikl import systems
-from openmm_dikl.sampling import METHODS, SamplingError, run_sampler
+from openmm_dikl.samplers import METHODS, SamplingError, run_sampler
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_torch_chains_share_the_budget(dw4, tmp_path):
 
 
 def test_chains_in_worker_processes_match_single_chain_runs(dw4, tmp_path):
-    from openmm_dikl.sampling import chain_seed
+    from openmm_dikl.samplers import chain_seed
     out = str(tmp_path / "workers.dcd")
     budget, n_chains = 1500, 3
     result = run_sampler(dw4, method="mala", force_evals=budget, out=out, n_frames=4, seed=5,

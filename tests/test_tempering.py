@@ -4,7 +4,7 @@ import openmm
 import pytest
 from openmm import unit
 
-from openmm_dikl.tempering import ParallelTempering, geometric_temperatures
+from openmm_dikl.samplers import ParallelTempering, geometric_temperatures
 from openmm_dikl.units import REDUCED_TEMPERATURE
 
 # unbalanced 1-D double well in x (kT units at REDUCED_TEMPERATURE), harmonic in y and z

@@ -7,7 +7,9 @@ import torch
 
 from openmm_dikl import systems
 from openmm_dikl.internal import InternalCoordinates, InternalTransform
-from openmm_dikl.torch_mcmc import HMC, MALA, TransformedEnergy, energy_and_force, mala_step
+from openmm_dikl.energy import EnergyAndForce, TransformedEnergy
+from openmm_dikl.samplers import HMC, MALA
+from openmm_dikl.samplers.steps import mala_step
 
 COV = torch.tensor([[1.0, 0.8], [0.8, 2.0]], dtype=torch.float64)
 PRECISION = torch.linalg.inv(COV)

@@ -9,7 +9,7 @@ from openmm import app, unit
 
 from openmm_dikl import systems
 from openmm_dikl.cli import main
-from openmm_dikl.sampling import run_sampler
+from openmm_dikl.samplers import run_sampler
 
 FORCEFIELD = ["amber14-all.xml", "implicit/obc2.xml"]
 

@@ -14,11 +14,13 @@ import openmm
 import torch
 from openmm import app, unit
 
-from .base import TargetSystem, shipped_path
+from .base import TargetSystem, molecular_sampler_defaults, shipped_path
 
 __all__ = ["alanine_dipeptide", "ANIPotential", "HARTREE_TO_KJMOL"]
 
 TEMPERATURE = 300.0  # K
+#: Parallel-tempering reference of the implicit-solvent variant (``benchmarks/ala2_reference.py``).
+REFERENCE_FILE = "ala2_implicit_reference.npz"
 HARTREE_TO_KJMOL = 2625.499639479
 _ANI_CACHE = {}
 
@@ -132,6 +134,11 @@ def alanine_dipeptide(variant="implicit"):
             ani_system.addParticle(system.getParticleMass(i))
         ani_system.addForce(openmm.PythonForce(potential))
         system, energy_fn = ani_system, potential.reduced_energy
+    # the shipped reference is a parallel-tempering run of the implicit-solvent variant; the
+    # other variants are compared on their angles only
+    evaluation_data = {"reference": REFERENCE_FILE, "reference_energies": variant == "implicit"}
     return TargetSystem(f"alanine_dipeptide_{variant}", system, topology, _pdb_positions(),
                         TEMPERATURE, spatial_dim=3, energy_fn=energy_fn, platform=platform,
-                        description=description)
+                        description=description, sampler_defaults=molecular_sampler_defaults(),
+                        evaluation="backbone_dihedrals", evaluation_data=evaluation_data,
+                        translation_invariant=True)

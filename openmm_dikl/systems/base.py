@@ -1,5 +1,6 @@
 """The :class:`TargetSystem` container shared by every target (one protocol, many systems)."""
 import importlib.resources
+import math
 import os
 
 import mdtraj
@@ -8,7 +9,9 @@ import openmm
 import torch
 from openmm import app, unit
 
+from ..bridge import OpenMMBridge
 from ..units import as_kelvin, as_nm, check_bond_lengths, check_positions, kt_kjmol
+from .torsions import backbone_torsions
 
 __all__ = ["TargetSystem", "shipped_path", "as_torch_positions"]
 
@@ -82,10 +85,34 @@ class TargetSystem:
         "CPU" for implicit solvent).
     description : str
         One line shown by ``openmm-dikl systems``.
+    sampler_defaults : dict of str -> dict, optional
+        Per-method default options of :func:`~openmm_dikl.samplers.run_sampler` for this
+        system (e.g. ``{"digs": {"alphas": [0.1]}}``); the runner's generic defaults
+        apply to what is not given.  See :func:`molecular_sampler_defaults`.
+    evaluation : str, optional
+        Name of the evaluation protocol registered in
+        :mod:`openmm_dikl.analysis.evaluation` (``"reference_set"``, ``"modes"``,
+        ``"basins"``, ``"backbone_dihedrals"``); None: energies only.
+    evaluation_data : dict, optional
+        What that protocol needs and only the system knows, e.g. ``mode_means``
+        ((n_modes, spatial_dim) nm) for a mixture, ``positive_weight`` for MW-32, the
+        ``reference`` file of a molecule.
+    translation_invariant : bool, optional
+        Whether u(x + c) = u(x) for every shift c; None: measured on first use
+        (:attr:`translation_invariant`).
+
+    Attributes
+    ----------
+    torsions : dict of str -> numpy.ndarray, shape=(m, 4)
+        Backbone dihedral atom indices ``phi`` and ``psi`` found in the topology by
+        :func:`~openmm_dikl.systems.torsions.backbone_torsions` (empty arrays for
+        particle systems).
     """
 
     def __init__(self, name, system, topology, positions, temperature, spatial_dim=3,
-                 energy_fn=None, reference_fn=None, platform="Reference", description=""):
+                 energy_fn=None, reference_fn=None, platform="Reference", description="",
+                 sampler_defaults=None, evaluation=None, evaluation_data=None,
+                 translation_invariant=None):
         if spatial_dim not in (2, 3):
             raise ValueError(f"spatial_dim must be 2 or 3, got {spatial_dim}")
         if not isinstance(system, openmm.System):
@@ -111,10 +138,48 @@ class TargetSystem:
         self._energy_fn = energy_fn
         self._reference_fn = reference_fn
         self._bridge = None
+        self.sampler_defaults = {method: dict(options) for method, options in
+                                 (sampler_defaults or {}).items()}
+        self.evaluation = evaluation
+        self.evaluation_data = dict(evaluation_data or {})
+        self._translation_invariant = translation_invariant
+        self._torsions = None
 
     def __repr__(self):
         return (f"TargetSystem({self.name!r}, n_particles={self.n_particles}, "
                 f"spatial_dim={self.spatial_dim}, temperature={self.temperature})")
+
+    # ------------------------------------------------------------------ knowledge
+    @property
+    def torsions(self):
+        """Backbone dihedrals ``{"phi": (m, 4), "psi": (m, 4)}`` (atom indices, cached)."""
+        if self._torsions is None:
+            self._torsions = backbone_torsions(self.topology)
+        return self._torsions
+
+    @property
+    def translation_invariant(self):
+        """True if the reduced energy is unchanged by a global shift (declared or measured).
+
+        Measured (once) by shifting two perturbed copies of the starting positions by
+        0.37 nm along every axis and comparing u (relative tolerance 1e-6).
+        """
+        if self._translation_invariant is None:
+            if self.n_particles < 2:
+                self._translation_invariant = False
+            else:
+                gen = torch.Generator().manual_seed(12345)
+                start = torch.as_tensor(self.positions.value_in_unit(unit.nanometer))
+                x = start[None, :, :self.spatial_dim] + 0.01 * torch.randn(
+                    (2, self.n_particles, self.spatial_dim), generator=gen, dtype=torch.float64)
+                with torch.no_grad():
+                    u0, u1 = self.reduced_energy(x), self.reduced_energy(x + 0.37)
+                self._translation_invariant = bool(torch.allclose(u0, u1, rtol=1e-6, atol=1e-6))
+        return self._translation_invariant
+
+    def sampler_options(self, method):
+        """A copy of this system's default options for sampler ``method`` (dict)."""
+        return dict(self.sampler_defaults.get(method, {}))
 
     # ------------------------------------------------------------------ energies
     @property
@@ -128,7 +193,6 @@ class TargetSystem:
         ``platform`` defaults to the system's; ``platform_properties`` (dict) is passed to
         OpenMM (e.g. ``{"Threads": "1"}`` for CPU-platform workers).
         """
-        from ..bridge import OpenMMBridge
         return OpenMMBridge(self.system, self.temperature, platform=platform or self.platform,
                             n_workers=n_workers, platform_properties=platform_properties)
 
@@ -266,3 +330,19 @@ def particle_system(n_particles, mass=1.0):
     for _ in range(n_particles):
         system.addParticle(mass)
     return system
+
+
+def molecular_sampler_defaults():
+    """Default sampler options for molecules (positions in nm, kT-scale energies).
+
+    * ``digs``: the torsional kernel on the backbone φ/ψ, σ = π (an almost uniform wrapped
+      normal), one MALA denoising step of 1e-6 nm² per sweep (``benchmarks/digs_torch.py``);
+    * ``mala`` / ``hmc``: step 1e-6 nm² (HMC ε = sqrt(2·1e-6) nm), stiff bonds need it;
+    * the torch methods run 32 chains as one batch (one bridge call evaluates all of
+      them, which is many times faster per evaluation than one chain);
+    * ``pt``: temperature ladder up to 800 K.
+    """
+    return {"digs": {"kernel": {"name": "torsional", "sigmas": [math.pi]},
+                     "n_denoise_steps": 1, "step_size": 1e-6, "chains": 32},
+            "mala": {"step_size": 1e-6, "chains": 32}, "hmc": {"step_size": 1e-6, "chains": 32},
+            "pt": {"t_max": 800.0}}

@@ -79,7 +79,8 @@ def _external_force(expression):
 
 
 def _build(name, n_particles, spatial_dim, forces, energy_fn, start, reference_fn=None,
-           description="", centre=False):
+           description="", centre=False, **knowledge):
+    """A particle TargetSystem; ``knowledge``: its sampler defaults and evaluation protocol."""
     system = particle_system(n_particles)
     for force in forces:
         if isinstance(force, openmm.CustomExternalForce):
@@ -92,7 +93,7 @@ def _build(name, n_particles, spatial_dim, forces, energy_fn, start, reference_f
     return TargetSystem(name, system, particle_topology(n_particles), positions,
                         REDUCED_TEMPERATURE, spatial_dim=spatial_dim, energy_fn=energy_fn,
                         reference_fn=reference_fn, platform="Reference",
-                        description=description)
+                        description=description, translation_invariant=centre, **knowledge)
 
 
 def _minimised(system, start):
@@ -134,7 +135,8 @@ def double_well_4():
     return _build("dw4", 4, 2, [pair, _external_force("0.5*z^2")],
                   lambda x: double_well_energy(x, **p), _lattice_start(4, 2, 3.0),
                   _shipped_reference("val_split_DW4.npy", 4, 2),
-                  "DW-4 pairwise double well, 4 particles in 2-D (kT = 1 kJ/mol)", centre=True)
+                  "DW-4 pairwise double well, 4 particles in 2-D (kT = 1 kJ/mol)", centre=True,
+                  evaluation="reference_set")
 
 
 def lennard_jones(n_particles):
@@ -150,7 +152,8 @@ def lennard_jones(n_particles):
     return _build(f"lj{n_particles}", n_particles, 3, [pair],
                   lambda x: lennard_jones_energy(x, **LJ_PARAMS),
                   _lattice_start(n_particles, 3, 1.1), reference,
-                  f"LJ-{n_particles} Lennard-Jones cluster in 3-D (kT = 1 kJ/mol)", centre=True)
+                  f"LJ-{n_particles} Lennard-Jones cluster in 3-D (kT = 1 kJ/mol)", centre=True,
+                  evaluation="reference_set" if reference is not None else None)
 
 
 def _many_well_grid():
@@ -179,8 +182,14 @@ def many_well_32():
     """MW-32: 16 independent 2-D double wells (2^16 modes), exact reference by inverse CDF."""
     force = _external_force("x^4 - 6*x^2 - 0.5*x + 0.5*y^2 + 0.5*z^2")
     start = np.tile([1.75, 0.0, 0.0], (16, 1))
+    # DiGS: a full 32-D Gaussian initialisation is never accepted; one particle per level is
+    # (``benchmarks/digs_mw32.py``)
     return _build("mw32", 16, 2, [force], many_well_energy, start, _many_well_reference,
-                  "MW-32 many-well, 16 independent 2-D double wells (kT = 1 kJ/mol)")
+                  "MW-32 many-well, 16 independent 2-D double wells (kT = 1 kJ/mol)",
+                  sampler_defaults={"digs": {"kernel": {"name": "particle_blocks", "alpha": 0.5},
+                                             "step_size": 0.05, "n_denoise_steps": 1}},
+                  evaluation="basins",
+                  evaluation_data={"positive_weight": many_well_positive_weight()})
 
 
 def _mog40_parameters():
@@ -231,4 +240,6 @@ def mixture_of_gaussians_40():
     return _build("mog40", 1, 2, forces,
                   lambda x: _mixture_energy(x, means_t, std),
                   np.array([[means[0, 0], means[0, 1], 0.0]]), reference,
-                  "MoG-40 mixture of 40 Gaussians in 2-D (kT = 1 kJ/mol)")
+                  "MoG-40 mixture of 40 Gaussians in 2-D (kT = 1 kJ/mol)",
+                  sampler_defaults={"digs": {"alphas": [0.1]}},  # the DiGS paper's setting
+                  evaluation="modes", evaluation_data={"mode_means": means_t, "mode_std": std})

@@ -1,33 +1,12 @@
 """Wrap a user's own OpenMM System as a :class:`TargetSystem`."""
 import openmm
 
-from ..units import as_kelvin
-from .base import TargetSystem
+from ..units import as_kelvin, check_samplable
+from .base import TargetSystem, molecular_sampler_defaults
 
-__all__ = ["from_openmm", "check_samplable"]
+__all__ = ["from_openmm"]
 
 
-def check_samplable(system, what="openmm_dikl samplers"):
-    """Raise ValueError if ``system`` has constraints, virtual sites or a barostat.
-
-    DiGS and DiKL sample every Cartesian degree of freedom: a constraint would be
-    ignored (a silently wrong distribution) and a virtual site is not a free coordinate.
-    Periodic Systems are sampled in their default box, so a barostat (NPT) is refused
-    rather than silently ignored.
-    """
-    n_constraints = system.getNumConstraints()
-    if n_constraints:
-        raise ValueError(f"the System has {n_constraints} constraints, which {what} cannot "
-                         "handle; build it with constraints=None (and rigidWater=False)")
-    virtual = [i for i in range(system.getNumParticles()) if system.isVirtualSite(i)]
-    if virtual:
-        raise ValueError(f"the System has {len(virtual)} virtual sites (first: particle "
-                         f"{virtual[0]}), which {what} cannot handle")
-    barostats = [type(f).__name__ for f in system.getForces() if "Barostat" in type(f).__name__]
-    if barostats:
-        raise ValueError(f"the System has a {barostats[0]}, but {what} sample at fixed volume "
-                         "(periodic Systems are evaluated in their default box); remove the "
-                         "barostat")
 
 
 def from_openmm(system, topology, positions, temperature, name="user", platform="Reference"):
@@ -65,4 +44,5 @@ def from_openmm(system, topology, positions, temperature, name="user", platform=
     check_samplable(system)
     return TargetSystem(name, system, topology, positions, as_kelvin(temperature),
                         spatial_dim=3, platform=platform,
-                        description=f"user system with {system.getNumParticles()} atoms")
+                        description=f"user system with {system.getNumParticles()} atoms",
+                        sampler_defaults=molecular_sampler_defaults())

@@ -4,7 +4,7 @@
 posterior by importance sampling / annealed importance sampling from N(x_t/α, (σ/α)² I)
 followed by MALA with adaptive step sizes, driven by the target's reduced energy u and
 force −∇u (torch twin or live OpenMM forces).  Its samples feed the mixed score identity
-(:func:`openmm_dikl.diffusion.mixed_score_identity`) for the noisy target score.
+(:func:`openmm_dikl.dikl.diffusion.mixed_score_identity`) for the noisy target score.
 
 Units: positions in nm, reduced energies dimensionless (kT), forces in 1/nm, MALA step
 sizes in nm².
@@ -58,7 +58,7 @@ class PosteriorSampler:
     Parameters
     ----------
     energy_and_force : callable
-        x (B, n, d) nm -> (u (B,), −∇u (B, n, d)), float64 (see :class:`~openmm_dikl.torch_mcmc.EnergyAndForce`).
+        x (B, n, d) nm -> (u (B,), −∇u (B, n, d)), float64 (see :class:`~openmm_dikl.energy.EnergyAndForce`).
     n_importance : int
         K proposals per x_t from q(x) = N(x_t/α, (σ/α)² I).
     n_ais_steps : int

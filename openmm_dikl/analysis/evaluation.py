@@ -16,9 +16,9 @@ import torch
 from openmm import unit
 
 from . import metrics
-from .io import read_samples
+from ..io import read_samples
 from .plots import plot_histograms, plot_ramachandran
-from .systems import many_well_positive_weight, shipped_path
+from ..systems import many_well_positive_weight, shipped_path
 
 __all__ = ["evaluate_file", "evaluate_array", "ala2_reference", "ala2_metrics"]
 
@@ -57,7 +57,7 @@ def ala2_metrics(target, x):
     dict
         ``kl_phi``, ``kl_psi``, ``kl_ramachandran`` (nats, KL(reference ‖ samples) on 60
         (60×60) bins with a pseudo-count of one sample per bin, the protocol of
-        :mod:`openmm_dikl.evaluation`), the same three for two halves of the reference
+        :mod:`openmm_dikl.analysis.evaluation`), the same three for two halves of the reference
         thinned to the sample size (``*_floor``), ``fraction_phi_positive`` (and the
         reference's), ``energy_tvd`` (TVD of energy histograms, 200 bins spanning the
         reference, samples outside counted in full) with its floor ``energy_tvd_floor``,

@@ -1,13 +1,13 @@
 """Diffusive Gibbs sampling as an openmmtools MCMC move.
 
-:class:`DiffusiveGibbsMove` runs :class:`~openmm_dikl.integrators.DiffusiveGibbsIntegrator`
+:class:`DiffusiveGibbsMove` runs :class:`~openmm_dikl.samplers.integrators.DiffusiveGibbsIntegrator`
 through the openmmtools ``MCMCMove`` protocol, so DiGS can be combined with other moves
 (``SequenceMove``), used in ``MCMCSampler`` or in multistate samplers.
 
 >>> import openmm
 >>> from openmmtools import cache, states
 >>> from openmm_dikl import systems
->>> from openmm_dikl.mcmc import DiffusiveGibbsMove
+>>> from openmm_dikl.samplers import DiffusiveGibbsMove
 >>> target = systems.get("mog40")
 >>> thermodynamic_state = states.ThermodynamicState(target.system, target.temperature)
 >>> sampler_state = states.SamplerState(target.positions)
@@ -25,8 +25,8 @@ from openmm import unit
 from openmmtools.integrators import ThermostatedIntegrator
 from openmmtools.mcmc import BaseIntegratorMove
 
+from ..units import check_samplable
 from .integrators import DiffusiveGibbsIntegrator
-from .systems.user import check_samplable
 
 __all__ = ["DiffusiveGibbsMove"]
 
@@ -65,7 +65,7 @@ class DiffusiveGibbsMove(BaseIntegratorMove):
         Never move z (for the 2-D targets).
     blocks : sequence of sequences of int, optional
         Blocked kernel: level k moves only the particles of ``blocks[k]`` (see
-        :class:`~openmm_dikl.integrators.DiffusiveGibbsIntegrator`).
+        :class:`~openmm_dikl.samplers.integrators.DiffusiveGibbsIntegrator`).
     n_steps : int
         Sweeps per application.
     **kwargs
@@ -150,6 +150,7 @@ class DiffusiveGibbsMove(BaseIntegratorMove):
         """Set all accumulated counters to zero."""
         self._statistics = {name: np.zeros(self.n_levels, dtype=np.int64) for name in _COUNTERS}
 
+    @property
     def acceptance_rates(self):
         """Acceptance rates per level from :attr:`statistics`.
 
@@ -186,7 +187,7 @@ class DiffusiveGibbsMove(BaseIntegratorMove):
         """Add the integrator's counters to :attr:`statistics`; remember the next level."""
         integrator = context.getIntegrator()
         ThermostatedIntegrator.restore_interface(integrator)
-        counts = integrator.acceptance_counts()
+        counts = integrator.acceptance_counts
         for name in _COUNTERS:
             self._statistics[name] += counts[name]
         self.level = integrator.level

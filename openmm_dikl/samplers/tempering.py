@@ -9,8 +9,7 @@ import numpy as np
 import openmm
 from openmm import unit
 
-from .systems.user import check_samplable
-from .units import as_kelvin, kt_kjmol
+from ..units import as_kelvin, check_samplable, kt_kjmol
 
 __all__ = ["ParallelTempering", "geometric_temperatures"]
 

@@ -1,26 +1,12 @@
-"""Neural networks for DiKL: E(n)-equivariant generators and score networks, MLP baselines.
+"""E(n)-equivariant graph networks for DiKL: generator and score network.
 
-Every network works on batched configurations in the dense layout
-``(batch, n_particles, spatial_dim)`` with positions in nm (the papers' length unit for the
-toy and n-body targets, see ``spec/systems.md``).  Two roles share one interface:
-
-* a **generator** maps latent noise z to a configuration, ``generator(z) -> x``, both of
-  shape ``(batch, n_particles, spatial_dim)``; ``generator.sample(n, generator=None)``
-  draws z itself;
-* a **score network** estimates ∇ log p_t of the noised distribution,
-  ``score_model(x_t, t) -> (batch, n_particles, spatial_dim)`` in 1/nm, where ``t`` is a
-  float tensor ``(batch,)`` in [0, 1] (the normalised noise-level index).
-
-The EGNN classes (:class:`EGNNGenerator`, :class:`EGNNScore`) are equivariant to rotations
-and reflections, translations and permutations of identical particles, and remove the
-centre of mass (the unweighted centroid) from their outputs.  The MLP classes flatten the
-configuration and are for targets that are not translation invariant (MW-32, MoG-40).
-
-Architectures can be rebuilt from plain dictionaries, which is how checkpoints store
-them:
+:class:`EGNNGenerator` and :class:`EGNNScore` are equivariant to rotations and
+reflections, translations and permutations of identical particles, and remove the
+centre of mass (the unweighted centroid) from their outputs.  Positions in nm, scores in
+1/nm, shapes ``(batch, n_particles, spatial_dim)``.
 
 >>> import torch
->>> from openmm_dikl.models import EGNNGenerator, build_model
+>>> from openmm_dikl.nn import EGNNGenerator, build_model
 >>> net = EGNNGenerator(4, 2, n_layers=2, hidden=16)
 >>> copy = build_model(net.config)
 >>> _ = copy.load_state_dict(net.state_dict())
@@ -34,167 +20,21 @@ V. G. Satorras, E. Hoogeboom, M. Welling, "E(n) Equivariant Graph Neural Network
 ICML 2021.  J. He et al., "Training Neural Samplers with Reverse Diffusive KL
 Divergence", AISTATS 2025.
 """
-import copy
 import logging
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..geometry import remove_mean
+from .base import (Configurable, activation_class, check_positive_int, latent_sample, mlp,
+                   sinusoidal_embedding)
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["EGNNLayer", "EGNN", "EGNNGenerator", "EGNNScore", "MLPGenerator", "MLPScore",
-           "InternalCoordinateGenerator", "remove_mean", "build_model", "model_config",
-           "atom_type_features", "atom_identity_features", "sinusoidal_embedding",
-           "quaternion_rotation", "group_frame", "FrameMLPScore", "PairScore"]
+__all__ = ["EGNNLayer", "EGNN", "EGNNGenerator", "EGNNScore"]
 
 
-# ---------------------------------------------------------------------- helpers
-def remove_mean(x):
-    """Subtract the centroid of every configuration.
-
-    Parameters
-    ----------
-    x : torch.Tensor, shape=(batch, n_particles, spatial_dim)
-        Positions (nm) or any per-particle vectors (e.g. scores, 1/nm).
-
-    Returns
-    -------
-    torch.Tensor, shape=(batch, n_particles, spatial_dim)
-        ``x − mean_i x_i``: the projection onto the centred (zero centre-of-mass for
-        equal masses) subspace.  Same unit as ``x``.
-    """
-    return x - x.mean(dim=-2, keepdim=True)
-
-
-def _activation_class(activation):
-    """Resolve an activation given as an ``nn.Module`` class or the name of one in torch.nn."""
-    if isinstance(activation, str):
-        resolved = getattr(nn, activation, None)
-        if not (isinstance(resolved, type) and issubclass(resolved, nn.Module)):
-            raise ValueError(f"unknown activation {activation!r}: give an nn.Module class "
-                             "or the name of one in torch.nn (e.g. 'SiLU')")
-        return resolved
-    if isinstance(activation, type) and issubclass(activation, nn.Module):
-        return activation
-    raise ValueError("activation must be an nn.Module class (e.g. nn.SiLU, not nn.SiLU()) "
-                     f"or its name, got {activation!r}")
-
-
-def _check_positive_int(value, name, minimum=1):
-    if isinstance(value, bool) or int(value) != value or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _mlp(sizes, activation, final_activation=False):
-    """``Linear → act → … → Linear`` (optionally ending in an activation)."""
-    layers = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(n_in, n_out))
-        if i < len(sizes) - 2 or final_activation:
-            layers.append(activation())
-    return nn.Sequential(*layers)
-
-
-def atom_type_features(topology):
-    """One-hot element features for EGNN node inputs.
-
-    Parameters
-    ----------
-    topology : openmm.app.Topology or mdtraj.Topology
-        Topology whose atoms define the particles, in order.
-
-    Returns
-    -------
-    numpy.ndarray, shape=(n_atoms, n_elements), dtype=float64
-        Row i is the one-hot code of atom i's element, elements sorted by symbol.
-        Pass it as ``node_features`` to the EGNN networks; permutation equivariance
-        then holds only for permutations within one element.
-    """
-    symbols = [atom.element.symbol if atom.element is not None else "X"
-               for atom in topology.atoms()]
-    elements = sorted(set(symbols))
-    features = np.zeros((len(symbols), len(elements)))
-    features[np.arange(len(symbols)), [elements.index(s) for s in symbols]] = 1.0
-    return features
-
-
-def sinusoidal_embedding(t, dim, max_frequency=1000.0):
-    """Sinusoidal embedding of a noise level in [0, 1].
-
-    Parameters
-    ----------
-    t : torch.Tensor, shape=(batch,)
-        Normalised noise level (dimensionless, in [0, 1]).
-    dim : int
-        Even embedding size.
-    max_frequency : float
-        Largest angular frequency; frequencies are geometric from 1 to ``max_frequency``.
-
-    Returns
-    -------
-    torch.Tensor, shape=(batch, dim)
-        ``[sin(ω_k t), cos(ω_k t)]`` for k = 0 … dim/2 − 1.
-    """
-    half = dim // 2
-    exponent = torch.arange(half, dtype=t.dtype, device=t.device) / max(half - 1, 1)
-    omega = max_frequency ** exponent
-    angle = t[:, None] * omega
-    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
-
-
-class _Configurable(nn.Module):
-    """Mixin giving a network a ``config`` dictionary that rebuilds its architecture."""
-
-    def _store_config(self, **kwargs):
-        self._config = {"class": type(self).__name__, **kwargs}
-
-    @property
-    def config(self):
-        """dict: class name and constructor arguments (JSON-compatible); see :func:`build_model`."""
-        return copy.deepcopy(self._config)
-
-    @classmethod
-    def from_config(cls, config):
-        """Build a freshly initialised network of this class from ``config`` (see ``config``)."""
-        config = dict(config)
-        name = config.pop("class", cls.__name__)
-        if name != cls.__name__:
-            raise ValueError(f"config describes a {name}, not a {cls.__name__}")
-        return cls(**config)
-
-    def _check_input(self, x, name):
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.ndim != 3 or tuple(x.shape[1:]) != (self.n_particles, self.spatial_dim):
-            raise ValueError(f"{name} must have shape (batch, {self.n_particles}, "
-                             f"{self.spatial_dim}), got {tuple(x.shape)}")
-
-    def _check_time(self, t, batch):
-        if not isinstance(t, torch.Tensor):
-            t = torch.as_tensor(t)
-        if t.ndim == 0:
-            t = t.expand(batch)
-        if t.ndim != 1 or t.shape[0] != batch:
-            raise ValueError(f"t must be a float tensor of shape ({batch},) in [0, 1], "
-                             f"got shape {tuple(t.shape)}")
-        return t
-
-
-def _latent_sample(module, n, n_particles, spatial_dim, std, centre, generator):
-    """Gaussian latent noise (n, n_particles, spatial_dim) in the module's dtype and device."""
-    n = _check_positive_int(n, "n")
-    reference = next(module.parameters())
-    gen_device = generator.device if generator is not None else reference.device
-    z = torch.randn((n, n_particles, spatial_dim), generator=generator,
-                    dtype=reference.dtype, device=gen_device).to(reference.device)
-    if centre:
-        z = remove_mean(z)
-    return std * z
-
-
-# ---------------------------------------------------------------------- EGNN
 class EGNNLayer(nn.Module):
     """One E(n)-equivariant graph convolution on a fully connected graph.
 
@@ -247,10 +87,10 @@ class EGNNLayer(nn.Module):
                  tanh=False, coords_range=1.0, update_coords=True, coord_hidden_layer=True,
                  update_features=True):
         super().__init__()
-        hidden = _check_positive_int(hidden, "hidden")
+        hidden = check_positive_int(hidden, "hidden")
         if aggregation not in ("mean", "sum"):
             raise ValueError(f"aggregation must be 'mean' or 'sum', got {aggregation!r}")
-        act = _activation_class(activation)
+        act = activation_class(activation)
         self.hidden = hidden
         self.aggregation = aggregation
         self.normalize = bool(normalize)
@@ -262,7 +102,7 @@ class EGNNLayer(nn.Module):
         self.edge_in = nn.Linear(2 * hidden + 1, hidden)    # φ_e layer 1 on [h_i, h_j, d²]
         self.edge_out = nn.Sequential(act(), nn.Linear(hidden, hidden), act())
         if self.update_features:
-            self.node_mlp = _mlp([2 * hidden, hidden, hidden], act)
+            self.node_mlp = mlp([2 * hidden, hidden, hidden], act)
         if self.update_coords:
             head = nn.Linear(hidden, 1, bias=False)
             nn.init.xavier_uniform_(head.weight, gain=1e-3)
@@ -355,7 +195,7 @@ class EGNN(nn.Module):
                  normalize=False, tanh=False, coords_range=1.0, coord_hidden_layer=True,
                  final_features=True):
         super().__init__()
-        n_layers = _check_positive_int(n_layers, "n_layers")
+        n_layers = check_positive_int(n_layers, "n_layers")
         self.layers = nn.ModuleList(
             EGNNLayer(hidden, activation=activation, aggregation=aggregation,
                       normalize=normalize, tanh=tanh, coords_range=coords_range,
@@ -375,15 +215,15 @@ class EGNN(nn.Module):
 _CHUNK_ENTRIES = 2 ** 19
 
 
-class _EGNNBase(_Configurable):
+class _EGNNBase(Configurable):
     """Shared construction of the EGNN generator and score network."""
 
     def __init__(self, n_particles, spatial_dim, n_layers, hidden, node_features, extra_inputs,
                  activation, aggregation, normalize, tanh, coords_range, coord_hidden_layer):
         super().__init__()
-        self.n_particles = _check_positive_int(n_particles, "n_particles", minimum=2)
-        self.spatial_dim = _check_positive_int(spatial_dim, "spatial_dim")
-        hidden = _check_positive_int(hidden, "hidden")
+        self.n_particles = check_positive_int(n_particles, "n_particles", minimum=2)
+        self.spatial_dim = check_positive_int(spatial_dim, "spatial_dim")
+        hidden = check_positive_int(hidden, "hidden")
         if node_features is None:
             features = torch.ones(self.n_particles, 1)
             stored = None
@@ -407,7 +247,7 @@ class _EGNNBase(_Configurable):
         self.chunk_size = None
         self._store_config(n_particles=self.n_particles, spatial_dim=self.spatial_dim,
                            n_layers=int(n_layers), hidden=hidden, node_features=stored,
-                           activation=_activation_class(activation).__name__,
+                           activation=activation_class(activation).__name__,
                            aggregation=aggregation, normalize=bool(normalize), tanh=bool(tanh),
                            coords_range=float(coords_range),
                            coord_hidden_layer=bool(coord_hidden_layer))
@@ -415,7 +255,7 @@ class _EGNNBase(_Configurable):
     def _chunks(self, batch):
         """Batch chunk size: edge tensors of about ``_CHUNK_ENTRIES`` entries (cache-sized)."""
         if self.chunk_size is not None:
-            return _check_positive_int(self.chunk_size, "chunk_size")
+            return check_positive_int(self.chunk_size, "chunk_size")
         hidden = self.embedding.out_features
         return max(8, _CHUNK_ENTRIES // (self.n_particles ** 2 * hidden))
 
@@ -522,7 +362,7 @@ class EGNNGenerator(_EGNNBase):
             Configurations in nm in the network's dtype and device.  Gradients flow to
             the parameters; wrap in ``torch.no_grad()`` for evaluation.
         """
-        z = _latent_sample(self, n, self.n_particles, self.spatial_dim, self.latent_std,
+        z = latent_sample(self, n, self.n_particles, self.spatial_dim, self.latent_std,
                            True, generator)
         return self(z)
 
@@ -555,7 +395,7 @@ class EGNNScore(_EGNNBase):
     def __init__(self, n_particles, spatial_dim, n_layers=4, hidden=64, node_features=None,
                  time_embedding_dim=16, activation=nn.SiLU, aggregation="mean",
                  normalize=False, tanh=False, coords_range=1.0, coord_hidden_layer=True):
-        time_embedding_dim = _check_positive_int(time_embedding_dim, "time_embedding_dim",
+        time_embedding_dim = check_positive_int(time_embedding_dim, "time_embedding_dim",
                                                  minimum=2)
         if time_embedding_dim % 2:
             raise ValueError(f"time_embedding_dim must be even, got {time_embedding_dim}")
@@ -590,178 +430,3 @@ class EGNNScore(_EGNNBase):
         extra = torch.cat([t[:, None], sinusoidal_embedding(t, self.time_embedding_dim)], dim=-1)
         x0 = remove_mean(x_t)
         return remove_mean(self._run(x0, extra) - x0)
-
-
-# ---------------------------------------------------------------------- MLP baselines
-class MLPGenerator(_Configurable):
-    """Fully connected generator x = f_θ(z) on flattened configurations.
-
-    Parameters
-    ----------
-    n_particles, spatial_dim : int
-        Configuration shape (n, d); MoG-40 is (1, 2), MW-32 is (16, 2).
-    hidden : int
-        Width of the hidden layers.
-    n_layers : int
-        Number of hidden layers (>= 1).
-    latent_std : float
-        Standard deviation of the latent Gaussian used by :meth:`sample` (nm).
-    activation : type or str
-        Activation class (default SiLU).
-    centre : bool
-        If True, z is centred and the output's centroid removed (for translation-invariant
-        targets).  Default False: MW-32 and MoG-40 are *not* translation invariant.
-    output_scale : float
-        The network's output is multiplied by this length (nm), so that it works with
-        numbers of order one also for targets spread over tens of nm (the MoG-40 recipe:
-        20, with ``residual``).
-    residual : bool
-        x = output_scale · (z + net(z)) instead of output_scale · net(z).  A fresh MLP maps
-        every z to nearly the same point; with the skip connection the untrained generator
-        is N(0, (output_scale · latent_std)²), so it can start spread over all modes.
-    """
-
-    def __init__(self, n_particles, spatial_dim, hidden=256, n_layers=3, latent_std=1.0,
-                 activation=nn.SiLU, centre=False, output_scale=1.0, residual=False):
-        super().__init__()
-        self.n_particles = _check_positive_int(n_particles, "n_particles")
-        self.spatial_dim = _check_positive_int(spatial_dim, "spatial_dim")
-        _check_positive_int(hidden, "hidden")
-        _check_positive_int(n_layers, "n_layers")
-        if not (np.isfinite(latent_std) and latent_std > 0):
-            raise ValueError(f"latent_std must be positive (nm), got {latent_std!r}")
-        act = _activation_class(activation)
-        dim = self.n_particles * self.spatial_dim
-        if not (np.isfinite(output_scale) and output_scale > 0):
-            raise ValueError(f"output_scale must be positive (nm), got {output_scale!r}")
-        self.latent_std = float(latent_std)
-        self.centre = bool(centre)
-        self.output_scale = float(output_scale)
-        self.net = _mlp([dim] + [hidden] * n_layers + [dim], act)
-        self._store_config(n_particles=self.n_particles, spatial_dim=self.spatial_dim,
-                           hidden=int(hidden), n_layers=int(n_layers), latent_std=self.latent_std,
-                           activation=act.__name__, centre=self.centre)
-        self.residual = bool(residual)
-        if self.output_scale != 1.0:  # old checkpoints (no key) keep loading
-            self._config["output_scale"] = self.output_scale
-        if self.residual:
-            self._config["residual"] = True
-
-    def forward(self, z):
-        """Map latent noise z (batch, n_particles, spatial_dim) to configurations in nm."""
-        self._check_input(z, "z")
-        if self.centre:
-            z = remove_mean(z)
-        x = self.net(z.reshape(z.shape[0], -1)).reshape(z.shape)
-        if self.residual:
-            x = x + z
-        if self.output_scale != 1.0:
-            x = x * self.output_scale
-        return remove_mean(x) if self.centre else x
-
-    def sample(self, n, generator=None):
-        """Draw ``n`` configurations (n, n_particles, spatial_dim) in nm; z ~ N(0, latent_std²)."""
-        z = _latent_sample(self, n, self.n_particles, self.spatial_dim, self.latent_std,
-                           self.centre, generator)
-        return self(z)
-
-
-class MLPScore(_Configurable):
-    """Fully connected score network s_φ(x_t, t) on flattened configurations.
-
-    Parameters
-    ----------
-    n_particles, spatial_dim : int
-        Configuration shape (n, d).
-    hidden, n_layers : int
-        Width and number of hidden layers.
-    time_embedding_dim : int
-        Size of the sinusoidal embedding of t (concatenated, with t, to the input).
-    activation : type or str
-        Activation class (default SiLU).
-    centre : bool
-        If True, the input is centred and the output's centroid removed.  Default False
-        (MW-32, MoG-40 are not translation invariant).
-
-    Notes
-    -----
-    ``forward(x_t, t)``: x_t (batch, n, d) in nm, t (batch,) in [0, 1]; returns the score
-    estimate (batch, n, d) in 1/nm.
-    """
-
-    def __init__(self, n_particles, spatial_dim, hidden=256, n_layers=3, time_embedding_dim=16,
-                 activation=nn.SiLU, centre=False):
-        super().__init__()
-        self.n_particles = _check_positive_int(n_particles, "n_particles")
-        self.spatial_dim = _check_positive_int(spatial_dim, "spatial_dim")
-        _check_positive_int(hidden, "hidden")
-        _check_positive_int(n_layers, "n_layers")
-        time_embedding_dim = _check_positive_int(time_embedding_dim, "time_embedding_dim", 2)
-        if time_embedding_dim % 2:
-            raise ValueError(f"time_embedding_dim must be even, got {time_embedding_dim}")
-        act = _activation_class(activation)
-        dim = self.n_particles * self.spatial_dim
-        self.time_embedding_dim = time_embedding_dim
-        self.centre = bool(centre)
-        self.net = _mlp([dim + time_embedding_dim + 1] + [hidden] * n_layers + [dim], act)
-        self._store_config(n_particles=self.n_particles, spatial_dim=self.spatial_dim,
-                           hidden=int(hidden), n_layers=int(n_layers),
-                           time_embedding_dim=time_embedding_dim, activation=act.__name__,
-                           centre=self.centre)
-
-    def forward(self, x_t, t):
-        """Score estimate (batch, n, d) in 1/nm at x_t (batch, n, d) nm, t (batch,) in [0, 1]."""
-        self._check_input(x_t, "x_t")
-        t = self._check_time(t, x_t.shape[0]).to(dtype=x_t.dtype, device=x_t.device)
-        if self.centre:
-            x_t = remove_mean(x_t)
-        inputs = torch.cat([x_t.reshape(x_t.shape[0], -1), t[:, None],
-                            sinusoidal_embedding(t, self.time_embedding_dim)], dim=-1)
-        s = self.net(inputs).reshape(x_t.shape)
-        return remove_mean(s) if self.centre else s
-
-
-# ---------------------------------------------------------------------- registry
-# the molecular networks live in their own module, which builds on the classes above
-from .molecular_models import (FrameMLPScore, InternalCoordinateGenerator,  # noqa: E402
-                               PairScore, atom_identity_features, group_frame,
-                               quaternion_rotation)
-
-_MODEL_CLASSES = {cls.__name__: cls for cls in (EGNNGenerator, EGNNScore, MLPGenerator, MLPScore,
-                                                InternalCoordinateGenerator, FrameMLPScore,
-                                                PairScore)}
-
-
-def model_config(model):
-    """The architecture dictionary of a network built by this module (a deep copy)."""
-    if not isinstance(model, _Configurable):
-        raise ValueError(f"{type(model).__name__} is not an openmm_dikl.models network")
-    return model.config
-
-
-def build_model(config):
-    """Build a freshly initialised network from an architecture dictionary.
-
-    Parameters
-    ----------
-    config : dict
-        ``{"class": name, **constructor_arguments}`` as returned by ``model.config``;
-        ``name`` is one of EGNNGenerator, EGNNScore, MLPGenerator, MLPScore,
-        InternalCoordinateGenerator, FrameMLPScore, PairScore.
-
-    Returns
-    -------
-    torch.nn.Module
-        The network (float32 default dtype, CPU); load weights with ``load_state_dict``.
-
-    Raises
-    ------
-    ValueError
-        If the class is missing or unknown.
-    """
-    if not isinstance(config, dict) or "class" not in config:
-        raise ValueError("config must be a dict with a 'class' entry (see model.config)")
-    name = config["class"]
-    if name not in _MODEL_CLASSES:
-        raise ValueError(f"unknown model class {name!r}; known: {', '.join(_MODEL_CLASSES)}")
-    return _MODEL_CLASSES[name].from_config(config)

@@ -2,7 +2,7 @@
 
 A recipe is ``{"system": name, "generator": model config, "score_model": model config,
 "dikl": DiKLConfig fields, "notes": text}``; model configs are those of
-:func:`openmm_dikl.models.build_model`.  Bundled recipes live in ``systems/configs/``.
+:func:`openmm_dikl.nn.build_model`.  Bundled recipes live in ``systems/configs/``.
 :func:`train_from_recipe` is what ``openmm-dikl train`` runs: it trains, writes the
 sampler and a ``result.json`` (command, seed, wall time, final metrics) beside it.
 """
@@ -11,8 +11,8 @@ import os
 import sys
 import time
 
-from .systems import get as get_system
-from .systems import shipped_path
+from ..systems import get as get_system
+from ..systems import shipped_path
 
 __all__ = ["load_recipe", "train_from_recipe", "evaluate_generator", "evaluate_configurations"]
 
@@ -51,10 +51,10 @@ def load_recipe(system_name, path=None):
 def evaluate_generator(target, sampler, n_samples=10000, seed=0):
     """Metrics of a trained sampler against the target's reference (dict of floats).
 
-    Uses :func:`openmm_dikl.metrics.evaluate_samples` (W2 in nm, TVDs) when a reference
+    Uses :func:`openmm_dikl.analysis.metrics.evaluate_samples` (W2 in nm, TVDs) when a reference
     exists and adds mode metrics for MoG-40 (coverage, mean log-density) and MW-32
     (largest and mean per-coordinate basin-weight error).  Alanine dipeptide systems get
-    :func:`openmm_dikl.evaluation.ala2_metrics` against the shipped parallel-tempering reference.
+    :func:`openmm_dikl.analysis.evaluation.ala2_metrics` against the shipped parallel-tempering reference.
     """
     return evaluate_configurations(target, sampler.sample(n_samples, seed=seed))
 
@@ -64,7 +64,7 @@ def evaluate_configurations(target, x):
     import numpy as np
     import torch
 
-    from . import metrics
+    from ..analysis import metrics
     result = {}
     if target.name in ("dw4", "lj13"):
         result.update({k: v for k, v in metrics.evaluate_samples(target, x).items()
@@ -74,13 +74,13 @@ def evaluate_configurations(target, x):
         result["mode_coverage"] = float(metrics.mode_coverage(x, means))
         result["mean_log_density"] = float(-target.reduced_energy(x).mean())
     if target.name == "mw32":
-        from .systems import many_well_positive_weight
+        from ..systems import many_well_positive_weight
         exact = many_well_positive_weight()
         errors = np.abs(metrics.basin_weights(x) - exact)
         result["max_basin_weight_error"] = float(errors.max())
         result["mean_basin_weight_error"] = float(errors.mean())
     if target.name.startswith("alanine_dipeptide"):
-        from .evaluation import ala2_metrics
+        from ..analysis.evaluation import ala2_metrics
         result.update(ala2_metrics(target, x))
     return result
 
@@ -140,8 +140,8 @@ def train_from_recipe(system_name, recipe, out_dir, resume=False, progress=True,
     FileNotFoundError, CheckpointError
         A missing or unfitting checkpoint to resume or to start from; nothing is written.
     """
-    from .dikl import DiKLConfig, DiKLTrainer, load_sampler
-    from .models import build_model
+    from .trainer import DiKLConfig, DiKLTrainer, load_sampler
+    from ..nn import build_model
     target = get_system(system_name)
     config = DiKLConfig(**recipe["dikl"])
     trainer = DiKLTrainer(target, build_model(recipe["generator"]),

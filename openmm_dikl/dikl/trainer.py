@@ -13,8 +13,8 @@ Files written by :meth:`DiKLTrainer.train` in ``out_dir``: ``checkpoint.pt`` (th
 full training state, replaced atomically), ``log.csv`` (one row per iteration),
 ``eval.csv`` (one row per evaluation, if an ``eval_fn`` is given) and ``sampler.pt``
 (generator only, see :func:`save_sampler`).  The posterior sampler lives in
-:mod:`openmm_dikl.posterior`, checkpoint files and :func:`load_sampler` in
-:mod:`openmm_dikl.checkpoints` (both re-exported here).
+:mod:`openmm_dikl.dikl.posterior`, checkpoint files and :func:`load_sampler` in
+:mod:`openmm_dikl.dikl.checkpoints` (both re-exported here).
 """
 import copy
 import csv
@@ -36,9 +36,11 @@ from .checkpoints import (BUNDLED_SAMPLERS, CHECKPOINT_FORMAT, CheckpointError, 
                           load_sampler, save_sampler)
 from .diffusion import (WEIGHTINGS, VPSchedule, dikl_surrogate_loss, dsm_loss, level_weights,
                         mixed_score_identity, model_score, perturb)
-from .models import remove_mean
+from .. import systems
+from ..geometry import remove_mean
+from ..nn import build_model
 from .posterior import PosteriorSample, PosteriorSampler  # noqa: F401
-from .torch_mcmc import EnergyAndForce
+from ..energy import EnergyAndForce
 
 __all__ = ["CheckpointError", "EnergyAndForce", "target_energy_and_force", "PosteriorSample",
            "PosteriorSampler", "DiKLConfig", "DiKLTrainer", "NeuralSampler", "save_sampler",
@@ -62,7 +64,7 @@ _LOG_COLUMNS = ["iteration", "dsm_loss", "score_gap", "acceptance", "step_size_m
 def target_energy_and_force(target, use_bridge=False):
     """``(u, −∇u)`` callable for ``target``: torch autograd on the twin, or live OpenMM forces.
 
-    See :class:`openmm_dikl.torch_mcmc.EnergyAndForce`; call ``.close()`` when done with a
+    See :class:`openmm_dikl.energy.EnergyAndForce`; call ``.close()`` when done with a
     bridge-backed one.
     """
     return EnergyAndForce(target, use_bridge=use_bridge)
@@ -76,7 +78,7 @@ class DiKLConfig:
     Attributes
     ----------
     n_levels, beta_min, beta_max : int, float, float
-        :class:`~openmm_dikl.diffusion.VPSchedule` (T = 30, β 1e-6 → 0.05).
+        :class:`~openmm_dikl.dikl.diffusion.VPSchedule` (T = 30, β 1e-6 → 0.05).
     batch_size : int
         Generator samples per generator step (1024).
     score_batch_size : int or None
@@ -100,13 +102,13 @@ class DiKLConfig:
         MALA step adaptation ([0.5, 0.6], ×/÷ 1.1 per step).
     weighting : {"sigma2", "uniform", "inv_alpha"}
         Level weight w(t) of the DSM loss (and of the DiKL gradient unless
-        ``generator_weighting`` is set); see :func:`~openmm_dikl.diffusion.level_weights`.
+        ``generator_weighting`` is set); see :func:`~openmm_dikl.dikl.diffusion.level_weights`.
     generator_weighting : {"sigma2", "uniform", "inv_alpha"} or None
         Level weight w(t) of the DiKL generator gradient; None = ``weighting``.  The DiKL
         code uses "uniform" for DW-4 / LJ-13 (every level counts equally in Σ_t KL_t) and
         "inv_alpha" for MoG-40 / MW-32.
     parameterization : {"noise", "score"}
-        What the score network outputs (see :mod:`openmm_dikl.diffusion`).
+        What the score network outputs (see :mod:`openmm_dikl.dikl.diffusion`).
     centre : bool or None
         Run the diffusion in the zero-centre-of-mass subspace; None = automatic (yes when
         n_particles > 1 and the forces sum to zero, i.e. u is translation invariant).
@@ -303,20 +305,20 @@ class DiKLTrainer:
     eval_fn : callable, optional
         ``eval_fn(target, samples) -> dict[str, float]`` run every ``config.eval_every``
         iterations on ``config.eval_samples`` generator samples (nm, float64), e.g.
-        ``openmm_dikl.metrics.evaluate_samples``.  It draws from its own seeded
+        ``openmm_dikl.analysis.metrics.evaluate_samples``.  It draws from its own seeded
         torch.Generator, so evaluating does not change the training trajectory.
     energy_and_force : callable, optional
         Overrides the force source (x (B, n, d) nm -> (u, −∇u), float64).
     distributed : bool or None
         Data-parallel training over the default ``torch.distributed`` process group (see
-        :mod:`openmm_dikl.distributed`).  None: yes if a group with more than one process
+        :mod:`openmm_dikl.dikl.distributed`).  None: yes if a group with more than one process
         is initialised; False: never; True: a group must be initialised.
 
     Notes
     -----
     One iteration (:meth:`step`): ``score_steps_per_iter`` DSM steps on fresh generator
     samples, then one generator step with the surrogate of
-    :func:`~openmm_dikl.diffusion.dikl_surrogate_loss`: draw x = f_θ(z) and levels t
+    :func:`~openmm_dikl.dikl.diffusion.dikl_surrogate_loss`: draw x = f_θ(z) and levels t
     uniformly, x_t = α_t x + σ_t ε, the target score at x_t by the mixed score identity
     from :class:`PosteriorSampler` samples (target forces enter only there), the model score
     from the score network.  All randomness comes from one torch.Generator seeded with
@@ -371,7 +373,7 @@ class DiKLTrainer:
             centre=self.centre)
         if distributed and not _dist.is_initialized():
             raise ValueError("distributed=True needs an initialised torch.distributed process "
-                             "group (see openmm_dikl.distributed.init_from_env)")
+                             "group (see openmm_dikl.dikl.distributed.init_from_env)")
         #: Processes training together and the rank of this one (1 and 0 when alone).
         self.world_size = _dist.world_size() if distributed is not False else 1
         self.rank = _dist.rank() if self.world_size > 1 else 0
@@ -415,22 +417,20 @@ class DiKLTrainer:
 
     @classmethod
     def from_recipe(cls, recipe, target=None, **kwargs):
-        """The trainer a recipe describes (see :mod:`openmm_dikl.recipes`).
+        """The trainer a recipe describes (see :mod:`openmm_dikl.dikl.recipes`).
 
         Parameters
         ----------
         recipe : dict
             ``{"system", "generator", "score_model", "dikl"}``: model configs of
-            :func:`openmm_dikl.models.build_model` and :class:`DiKLConfig` fields.
+            :func:`openmm_dikl.nn.build_model` and :class:`DiKLConfig` fields.
         target : TargetSystem, optional
             Default ``openmm_dikl.systems.get(recipe["system"])``.
         **kwargs
             Passed to the constructor (``eval_fn``, ``distributed``, ...).
         """
-        from .models import build_model
         if target is None:
-            from .systems import get
-            target = get(recipe["system"])
+            target = systems.get(recipe["system"])
         return cls(target, build_model(recipe["generator"]), build_model(recipe["score_model"]),
                    DiKLConfig(**recipe["dikl"]), **kwargs)
 

@@ -7,7 +7,7 @@ is one Gibbs sweep at one noise level; see :class:`DiffusiveGibbsIntegrator`.
 
 >>> import openmm
 >>> from openmm_dikl import systems
->>> from openmm_dikl.integrators import DiffusiveGibbsIntegrator
+>>> from openmm_dikl.samplers import DiffusiveGibbsIntegrator
 >>> target = systems.get("mog40")
 >>> integrator = DiffusiveGibbsIntegrator(target.temperature, alphas=[0.1],
 ...                                       step_size=0.1, planar=True)
@@ -16,7 +16,7 @@ is one Gibbs sweep at one noise level; see :class:`DiffusiveGibbsIntegrator`.
 ...                          openmm.Platform.getPlatformByName("Reference"))
 >>> context.setPositions(target.positions)
 >>> integrator.step(100)
->>> rates = integrator.acceptance_rates()
+>>> rates = integrator.acceptance_rates
 >>> sorted(rates), rates["denoising"].shape
 (['denoising', 'initialisation'], (1,))
 """
@@ -26,8 +26,7 @@ import numpy as np
 from openmm import unit
 from openmmtools.integrators import ThermostatedIntegrator
 
-from .systems.user import check_samplable
-from .units import as_kelvin
+from ..units import as_kelvin, check_samplable
 
 __all__ = ["DiffusiveGibbsIntegrator"]
 
@@ -530,6 +529,7 @@ class DiffusiveGibbsIntegrator(ThermostatedIntegrator):
         """Energy+force evaluations per step: ``n_denoise_steps + 2`` (int)."""
         return self.n_denoise_steps + 2
 
+    @property
     def acceptance_counts(self):
         """Accepted and proposed moves per level since the last reset.
 
@@ -543,6 +543,7 @@ class DiffusiveGibbsIntegrator(ThermostatedIntegrator):
                 for name in ("init_accepted", "init_proposed", "denoise_accepted",
                              "denoise_proposed")}
 
+    @property
     def acceptance_rates(self):
         """Acceptance rates per level since the last reset.
 
@@ -553,7 +554,7 @@ class DiffusiveGibbsIntegrator(ThermostatedIntegrator):
             ``denoising``: accepted / proposed denoising moves.  Values lie in [0, 1];
             NaN for a level without proposals.
         """
-        counts = self.acceptance_counts()
+        counts = self.acceptance_counts
         with np.errstate(invalid="ignore", divide="ignore"):
             return {"initialisation": counts["init_accepted"] / counts["init_proposed"],
                     "denoising": counts["denoise_accepted"] / counts["denoise_proposed"]}

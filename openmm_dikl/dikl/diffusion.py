@@ -15,11 +15,11 @@ Conventions
   the default).  ``parameterization="score"`` takes the output as the score itself.
 * Translation-invariant targets (DW-4, LJ) live in the zero-centre-of-mass subspace:
   with ``centre=True`` the data, the noise and hence x_t are centred
-  (:func:`openmm_dikl.models.remove_mean`), so the whole diffusion runs on that subspace.
+  (:func:`openmm_dikl.geometry.remove_mean`), so the whole diffusion runs on that subspace.
 """
 import torch
 
-from .models import remove_mean
+from ..geometry import remove_mean
 
 __all__ = ["VPSchedule", "gaussian_noise", "perturb", "level_weights", "model_score", "dsm_loss",
            "mixed_score_identity", "denoising_score_identity", "target_score_identity",

@@ -25,7 +25,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
-from .units import as_nm
+from ..units import as_nm
 
 logger = logging.getLogger(__name__)
 
@@ -377,7 +377,7 @@ def basin_weight_error(x, positive_weight=None):
         mean_k |P̂(x_k > 0) − P(x_k > 0)|.
     """
     if positive_weight is None:
-        from .systems import many_well_positive_weight
+        from ..systems import many_well_positive_weight
         positive_weight = many_well_positive_weight()
     return float(np.abs(basin_weights(x) - positive_weight).mean())
 

@@ -8,15 +8,18 @@
   interatomic distances (no net force or torque by construction);
 * :class:`FrameMLPScore` is an MLP in a body frame built from three atom groups.
 
-All follow the interface and configuration dictionaries of :mod:`openmm_dikl.models`
+All follow the interface and configuration dictionaries of :mod:`openmm_dikl.nn`
 (``build_model`` rebuilds them); positions in nm, scores in 1/nm.
 """
 import numpy as np
 import torch
+from openmm import unit
 from torch import nn
 
-from .models import (_activation_class, _check_positive_int, _Configurable, _latent_sample,
-                     _mlp, atom_type_features, remove_mean, sinusoidal_embedding)
+from ..geometry import remove_mean
+from ..internal import InternalCoordinates, alanine_dipeptide_zmatrix
+from .base import (Configurable, activation_class, atom_type_features, check_positive_int,
+                   latent_sample, mlp, sinusoidal_embedding)
 
 __all__ = ["InternalCoordinateGenerator", "FrameMLPScore", "PairScore", "atom_identity_features",
            "quaternion_rotation", "group_frame"]
@@ -64,12 +67,14 @@ def quaternion_rotation(quaternion):
     return torch.stack(rows, -1).reshape(q.shape[:-1] + (3, 3))
 
 
+#: Z-matrix rows whose dihedral is φ and ψ (see :func:`openmm_dikl.internal.alanine_dipeptide_zmatrix`).
+_ALA2_BACKBONE_ROWS = (0, 1)
 #: Z-matrix rows (of :func:`openmm_dikl.internal.alanine_dipeptide_zmatrix`) whose dihedral
 #: is a methyl rotor: the first hydrogen of ACE CH3, ALA CB and NME CH3.
 _ALA2_ROTOR_ROWS = (5, 10, 16)
 
 
-class InternalCoordinateGenerator(_Configurable):
+class InternalCoordinateGenerator(Configurable):
     """Molecule generator in internal coordinates (Z-matrix), output in Cartesian nm.
 
     The latent z (batch, n_atoms, 3) is flattened; its first ``3·n_atoms − 6`` entries
@@ -129,7 +134,6 @@ class InternalCoordinateGenerator(_Configurable):
     def __init__(self, reference, roots, placed, scale, hidden=256, n_layers=3,
                  latent_std=1.0, activation=nn.SiLU, random_rotation=True):
         super().__init__()
-        from .internal import InternalCoordinates
         reference = np.asarray(reference, dtype=np.float64)
         if reference.ndim != 2 or reference.shape[1] != 3 or not np.isfinite(reference).all():
             raise ValueError(f"reference must be a finite (n_atoms, 3) array in nm, got shape "
@@ -142,14 +146,14 @@ class InternalCoordinateGenerator(_Configurable):
         if scale.shape != (n_q,) or not (np.isfinite(scale).all() and (scale > 0).all()):
             raise ValueError(f"scale must be {n_q} positive widths (nm, rad), got shape "
                              f"{scale.shape}")
-        _check_positive_int(hidden, "hidden")
-        _check_positive_int(n_layers, "n_layers")
+        check_positive_int(hidden, "hidden")
+        check_positive_int(n_layers, "n_layers")
         if not (np.isfinite(latent_std) and latent_std > 0):
             raise ValueError(f"latent_std must be positive, got {latent_std!r}")
         if 3 * self.n_particles < n_q + 4:
             raise ValueError("the latent is too small for the internal coordinates and a "
                              "rotation")
-        act = _activation_class(activation)
+        act = activation_class(activation)
         self.latent_std = float(latent_std)
         self.random_rotation = bool(random_rotation)
         q_ref, _ = self.ic.to_internal(torch.as_tensor(reference)[None])
@@ -157,7 +161,7 @@ class InternalCoordinateGenerator(_Configurable):
         self.register_buffer("q_reference", q_ref[0].to(dtype))
         self.register_buffer("scale", torch.as_tensor(scale, dtype=dtype))
         self.gain = nn.Parameter(torch.ones(n_q))
-        self.net = _mlp([n_q] + [hidden] * n_layers + [n_q], act)
+        self.net = mlp([n_q] + [hidden] * n_layers + [n_q], act)
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
         self._store_config(reference=np.round(reference, 6).tolist(),
@@ -168,7 +172,7 @@ class InternalCoordinateGenerator(_Configurable):
                            activation=act.__name__, random_rotation=self.random_rotation)
 
     @classmethod
-    def alanine_dipeptide(cls, reference, topology=None, bond_scale=0.003, angle_scale=0.04,
+    def alanine_dipeptide(cls, reference, topology, bond_scale=0.003, angle_scale=0.04,
                           dihedral_scale=0.1, rotor_scale=0.5, backbone_scale=1.0, **kwargs):
         """Generator for the 22-atom alanine dipeptide with per-kind initial widths.
 
@@ -176,8 +180,8 @@ class InternalCoordinateGenerator(_Configurable):
         ----------
         reference : array-like or openmm.unit.Quantity, shape=(22, 3)
             Reference geometry (nm), e.g. the energy minimum.
-        topology : openmm.app.Topology, optional
-            Atom order (default: the shipped PDB order).
+        topology : openmm.app.Topology
+            Atom order (names looked up per residue).
         bond_scale : float
             Bond widths (nm).
         angle_scale : float
@@ -191,9 +195,6 @@ class InternalCoordinateGenerator(_Configurable):
         **kwargs
             Passed to the constructor (hidden, n_layers, ...).
         """
-        from openmm import unit
-
-        from .internal import ALANINE_PHI, ALANINE_PSI, alanine_dipeptide_zmatrix
         if unit.is_quantity(reference):
             reference = reference.value_in_unit(unit.nanometer)
         roots, placed = alanine_dipeptide_zmatrix(topology)
@@ -203,7 +204,7 @@ class InternalCoordinateGenerator(_Configurable):
         for k, (i, c, b, a) in enumerate(placed):
             scale[3 + 3 * k] = bond_scale
             scale[4 + 3 * k] = angle_scale
-            if (i, c, b, a) in (ALANINE_PHI, ALANINE_PHI[::-1], ALANINE_PSI, ALANINE_PSI[::-1]):
+            if k in _ALA2_BACKBONE_ROWS:
                 width = backbone_scale
             elif k in _ALA2_ROTOR_ROWS:
                 width = rotor_scale
@@ -243,7 +244,7 @@ class InternalCoordinateGenerator(_Configurable):
 
     def sample(self, n, generator=None):
         """Draw ``n`` configurations (n, n_atoms, 3) in nm from z ~ N(0, latent_std²)."""
-        z = _latent_sample(self, n, self.n_particles, self.spatial_dim, self.latent_std,
+        z = latent_sample(self, n, self.n_particles, self.spatial_dim, self.latent_std,
                            False, generator)
         return self(z)
 
@@ -273,7 +274,7 @@ def group_frame(x, groups):
     return torch.stack([e1, e2, torch.cross(e1, e2, dim=-1)], -1)
 
 
-class FrameMLPScore(_Configurable):
+class FrameMLPScore(Configurable):
     """Score network for one molecule: an MLP in a canonical frame built from atom groups.
 
     ``s(x_t, t) = F · MLP([Fᵀ (x_t − x̄_t)], t)`` with F (3×3) the orthonormal frame of the
@@ -309,11 +310,11 @@ class FrameMLPScore(_Configurable):
     def __init__(self, n_particles, frame_groups, hidden=256, n_layers=3, time_embedding_dim=16,
                  activation=nn.SiLU):
         super().__init__()
-        self.n_particles = _check_positive_int(n_particles, "n_particles", minimum=3)
+        self.n_particles = check_positive_int(n_particles, "n_particles", minimum=3)
         self.spatial_dim = 3
-        _check_positive_int(hidden, "hidden")
-        _check_positive_int(n_layers, "n_layers")
-        time_embedding_dim = _check_positive_int(time_embedding_dim, "time_embedding_dim", 2)
+        check_positive_int(hidden, "hidden")
+        check_positive_int(n_layers, "n_layers")
+        time_embedding_dim = check_positive_int(time_embedding_dim, "time_embedding_dim", 2)
         if time_embedding_dim % 2:
             raise ValueError(f"time_embedding_dim must be even, got {time_embedding_dim}")
         groups = [[int(i) for i in g] for g in frame_groups]
@@ -321,11 +322,11 @@ class FrameMLPScore(_Configurable):
                 i < 0 or i >= self.n_particles for g in groups for i in g):
             raise ValueError("frame_groups must be 3 non-empty lists of atom indices in "
                              f"[0, {self.n_particles})")
-        act = _activation_class(activation)
+        act = activation_class(activation)
         self.time_embedding_dim = time_embedding_dim
         self._groups = [torch.tensor(g) for g in groups]
         dim = 3 * self.n_particles
-        self.net = _mlp([dim + time_embedding_dim + 1] + [hidden] * n_layers + [dim], act)
+        self.net = mlp([dim + time_embedding_dim + 1] + [hidden] * n_layers + [dim], act)
         self._store_config(n_particles=self.n_particles, frame_groups=groups, hidden=int(hidden),
                            n_layers=int(n_layers), time_embedding_dim=time_embedding_dim,
                            activation=act.__name__)
@@ -343,7 +344,7 @@ class FrameMLPScore(_Configurable):
         return remove_mean(out @ frame.transpose(-1, -2))
 
 
-class PairScore(_Configurable):
+class PairScore(Configurable):
     """Score network as a sum of learned central pair terms on all interatomic distances.
 
     ``s_i(x_t, t) = Σ_{j≠i} c_ij(d, t) (x_i − x_j) / d_ij`` with c = MLP([(d − d_ref) / ℓ,
@@ -383,16 +384,16 @@ class PairScore(_Configurable):
     def __init__(self, n_particles, spatial_dim=3, hidden=256, n_layers=3, reference=None,
                  length_scale=0.05, time_embedding_dim=16, activation=nn.SiLU):
         super().__init__()
-        self.n_particles = _check_positive_int(n_particles, "n_particles", minimum=2)
-        self.spatial_dim = _check_positive_int(spatial_dim, "spatial_dim")
-        _check_positive_int(hidden, "hidden")
-        _check_positive_int(n_layers, "n_layers")
-        time_embedding_dim = _check_positive_int(time_embedding_dim, "time_embedding_dim", 2)
+        self.n_particles = check_positive_int(n_particles, "n_particles", minimum=2)
+        self.spatial_dim = check_positive_int(spatial_dim, "spatial_dim")
+        check_positive_int(hidden, "hidden")
+        check_positive_int(n_layers, "n_layers")
+        time_embedding_dim = check_positive_int(time_embedding_dim, "time_embedding_dim", 2)
         if time_embedding_dim % 2:
             raise ValueError(f"time_embedding_dim must be even, got {time_embedding_dim}")
         if not (np.isfinite(length_scale) and length_scale > 0):
             raise ValueError(f"length_scale must be positive (nm), got {length_scale!r}")
-        act = _activation_class(activation)
+        act = activation_class(activation)
         i, j = torch.triu_indices(self.n_particles, self.n_particles, offset=1)
         self.register_buffer("pair_i", i, persistent=False)
         self.register_buffer("pair_j", j, persistent=False)
@@ -410,7 +411,7 @@ class PairScore(_Configurable):
         self.register_buffer("reference_distances", d_ref)
         self.length_scale = float(length_scale)
         self.time_embedding_dim = time_embedding_dim
-        self.net = _mlp([n_pairs + time_embedding_dim + 1] + [hidden] * n_layers + [n_pairs], act)
+        self.net = mlp([n_pairs + time_embedding_dim + 1] + [hidden] * n_layers + [n_pairs], act)
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
         self._store_config(n_particles=self.n_particles, spatial_dim=self.spatial_dim,

@@ -14,7 +14,9 @@ import time
 
 import torch
 
-from .models import remove_mean
+from .. import systems
+from ..geometry import remove_mean
+from ..nn import build_model
 
 __all__ = ["CheckpointError", "NeuralSampler", "save_sampler", "load_sampler",
            "BUNDLED_SAMPLERS", "CHECKPOINT_FORMAT"]
@@ -174,7 +176,6 @@ class NeuralSampler:
         ValueError
             If ``target_name`` is not a bundled system (no topology is known).
         """
-        from . import systems
         try:
             target = systems.get(self.target_name)
         except KeyError as err:
@@ -193,7 +194,7 @@ def save_sampler(path, target_name, generator, metadata=None, centre=False):
     target_name : str
         System the generator samples.
     generator : torch.nn.Module
-        Needs ``config`` (a dict accepted by ``openmm_dikl.models.build_model``),
+        Needs ``config`` (a dict accepted by ``openmm_dikl.nn.build_model``),
         ``n_particles`` and ``spatial_dim``.
     metadata : dict, optional
         Plain Python values (numbers, strings, lists, dicts) to keep with the model.
@@ -208,7 +209,7 @@ def save_sampler(path, target_name, generator, metadata=None, centre=False):
     config = getattr(generator, "config", None)
     if config is None:
         raise ValueError("generator has no `config` dict, so load_sampler could not rebuild "
-                         "it; build it with openmm_dikl.models")
+                         "it; build it with openmm_dikl.nn")
     _atomic_save({"format": CHECKPOINT_FORMAT, "kind": "sampler", "target_name": target_name,
                   "n_particles": generator.n_particles, "spatial_dim": generator.spatial_dim,
                   "generator_config": config, "generator_state": generator.state_dict(),
@@ -241,7 +242,6 @@ def load_sampler(name_or_path, target=None):
     """
     name_or_path = os.fspath(name_or_path)
     if name_or_path in BUNDLED_SAMPLERS and not os.path.exists(name_or_path):
-        from .systems import shipped_path
         try:
             path = shipped_path(f"checkpoints/{name_or_path}.pt")
         except FileNotFoundError as err:
@@ -263,12 +263,11 @@ def load_sampler(name_or_path, target=None):
     if obj.get("generator_config") is None:
         raise CheckpointError(f"checkpoint file {path!r} has no generator config, so the "
                               "generator cannot be rebuilt")
-    from .models import build_model
     try:
         generator = build_model(obj["generator_config"])
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint file {path!r} holds a generator config that "
-                              f"openmm_dikl.models cannot build: {err}") from err
+                              f"openmm_dikl.nn cannot build: {err}") from err
     # a trainer checkpoint with a weight average samples from the average
     state = obj.get("generator_ema_state") or obj["generator_state"]
     _load_state(generator, state, "generator", path)
