@@ -94,7 +94,7 @@ def main(args):
         integrator.step(200)
         integrator.reset_statistics()
         integrator.step(args.acceptance_sweeps)
-        rates = integrator.acceptance_rates()
+        rates = integrator.acceptance_rates
         sigma = integrator.sigmas.value_in_unit(unit.nanometer)[0]
         print(f"{alpha:>10}{sigma:>12.6f}{rates['initialisation'][0]:>10.4f}"
               f"{rates['denoising'][0]:>10.3f}")

@@ -81,7 +81,7 @@ def run_digs(target, alphas, n_sweeps, n_chains, seed, blocks=None):
             integrator.step(1)
             x = context.getState(getPositions=True).getPositions(asNumpy=True)
             frames.append(x.value_in_unit(unit.nanometer)[:, :2])
-        rates.append(integrator.acceptance_rates())
+        rates.append(integrator.acceptance_rates)
         evals += n_sweeps * integrator.force_evaluations_per_step
         del context
     init = np.mean([r["initialisation"] for r in rates], 0)
@@ -100,7 +100,7 @@ def run_mala(target, budget, n_chains, seed):
     finally:
         sampler.close()
     return (result.samples.reshape(-1, 16, 2).numpy(), result.force_evaluations,
-            f"{float(result.acceptance.mean()):.3f}")
+            f"{float(result.acceptance["acceptance"].mean()):.3f}")
 
 
 def main(argv=None):

@@ -208,7 +208,7 @@ def run_mcmc(kind, coordinates):
                              callback=lambda i, x, u: counter.update(angles(x)) if i >= burn else None)
         h = result.step_size
         return counter, result.force_evaluations, {
-            "accept": float(result.acceptance.mean()),
+            "accept": float(result.acceptance["acceptance"].mean()),
             "step": f"{float(h.median()):.3g} (chains {float(h.min()):.3g}-{float(h.max()):.3g})"}
     return run
 
@@ -342,7 +342,7 @@ def main(argv=None):
     print(header)
     print("-" * len(header))
     traces, notes, short_rows = {}, [], []
-    with energy_and_force(target, n_workers=1) as energy:
+    with EnergyAndForce(target, n_workers=1) as energy:
         for name in methods:
             coordinates, runner = METHODS[name]
             start = time.time()

@@ -19,7 +19,7 @@ from openmm import unit
 
 from openmm_dikl import systems
 from openmm_dikl.dikl import load_sampler
-from openmm_dikl.dikl.recipes import evaluate_configurations
+from openmm_dikl.analysis.evaluation import evaluation_metrics
 from openmm_dikl.samplers import refine_samples
 
 #: metric columns shown per system family (others are ignored)
@@ -27,9 +27,9 @@ COLUMNS = ("w2", "energy_tvd", "distance_tvd", "kl_phi", "kl_psi", "kl_ramachand
            "mode_coverage", "mean_log_density", "max_basin_weight_error")
 
 
-def row(label, evaluations, values, seconds):
+def row(label, evaluations, values, seconds, cpu_seconds):
     cells = " ".join(f"{k}={values[k]:.3f}" for k in COLUMNS if k in values)
-    print(f"{label:28s} {evaluations:9.0f} {seconds:7.1f}  {cells}", flush=True)
+    print(f"{label:28s} {evaluations:9.0f} {seconds:7.1f} {cpu_seconds:7.1f}  {cells}", flush=True)
 
 
 def main(argv=None):
@@ -48,28 +48,23 @@ def main(argv=None):
     start = target.positions.value_in_unit(unit.nanometer)[:, :target.spatial_dim]
     x_fixed = torch.as_tensor(np.asarray(start))[None].repeat(args.n, 1, 1)
     print(f"{target.name}: {args.n} samples, refinement by {args.method}")
-    print(f"{'':28s} {'evals/sample':>9s} {'time s':>7s}  metrics")
+    print(f"{'':28s} {'evals/sample':>9s} {'wall s':>7s} {'CPU s':>7s}  metrics")
     for k in args.steps:
         for label, x0 in ((f"generator + {k} {args.method}", x),
                           (f"fixed start + {k} {args.method}", x_fixed)):
             if k == 0 and x0 is x_fixed:
                 continue
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             if k:
                 result = refine_samples(target, x0, k, method=args.method, seed=args.seed)
-                samples, evaluations = result.samples, result.force_evaluations / args.n
+                samples, evaluations = result.final_positions, result.force_evaluations / args.n
             else:
                 samples, evaluations = x0, 0
-            row(label, evaluations, evaluate_configurations(target, samples),
-                time.perf_counter() - t0)
-    if target.name.startswith("alanine_dipeptide"):
-        values = evaluate_configurations(target, x)
-        row("reference noise floor", 0, {k: values[k + "_floor"] for k in COLUMNS
-                                         if k + "_floor" in values}, 0.0)
-    if target.name in ("dw4", "lj13"):
-        from openmm_dikl import metrics
-        floor = metrics.noise_floor(target, n_eval=min(args.n, 2000))
-        row("reference noise floor", 0, floor, 0.0)
+            row(label, evaluations, evaluation_metrics(target, samples, floors=False),
+                time.perf_counter() - t0, time.process_time() - c0)
+    values = evaluation_metrics(target, x)  # the floors: reference halves of the same size
+    row("reference noise floor", 0, {k: values[k + "_floor"] for k in COLUMNS
+                                     if k + "_floor" in values}, 0.0, 0.0)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def main(argv=None):
     # 1. DiGS chains through the same engine as `openmm-dikl sample`
     dcd = os.path.join(args.out, "digs.dcd")
     result = run_sampler(target, method="digs", force_evals=args.force_evals, out=dcd,
-                         n_frames=max(1, 2000 // args.chains), chains=args.chains,
+                         n_frames=2000, chains=args.chains,
                          progress=False)
     traj = mdtraj.load(dcd, top=result.paths["topology"])
     report(f"DiGS, {result.force_evaluations} evaluations", target, traj.xyz,
@@ -85,8 +85,8 @@ def main(argv=None):
     # 3. the same samples refined by exact torsional DiGS sweeps on the true target
     refined = refine_samples(target, x, args.refine, method="digs", seed=1)
     report(f"+ {args.refine} DiGS sweeps ({refined.force_evaluations // args.samples}/sample)",
-           target, refined.samples, os.path.join(args.out, "refined_ramachandran.png"))
-    target.to_mdtraj(refined.samples.numpy()).save(os.path.join(args.out, "refined.h5"))
+           target, refined.final_positions, os.path.join(args.out, "refined_ramachandran.png"))
+    target.to_mdtraj(refined.final_positions.numpy()).save(os.path.join(args.out, "refined.h5"))
     print(f"wrote trajectories and Ramachandran plots to {args.out}/")
 
 

@@ -16,7 +16,6 @@ denoising posterior there and stays in its starting basin; ``openmm-dikl sample
     python examples/digs_in_simulation.py [--sweeps 20000] [--peptide-sweeps 2000]
 """
 import argparse
-import json
 import sys
 
 import mdtraj
@@ -43,7 +42,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     mog = systems.get("mog40")
-    means = np.array(json.load(open(systems.shipped_path("mog40.json")))["means"])
+    means = mog.evaluation_data["mode_means"].numpy()  # (40, 2) nm
     integrator = DiffusiveGibbsIntegrator(mog.temperature, alphas=[0.1], n_denoise_steps=5,
                                           step_size=0.1, planar=True)  # step size in nm²
     integrator.setRandomNumberSeed(1)
@@ -61,7 +60,7 @@ def main(argv=None):
     evaluations = args.sweeps * integrator.force_evaluations_per_step
     modes, frames = visited_modes(args.out + ".dcd", args.out + ".pdb", means)
     print(f"DiGS: {args.sweeps} sweeps = {evaluations} force evaluations, {frames} frames, "
-          f"{modes}/40 modes visited; acceptance {integrator.acceptance_rates()}")
+          f"{modes}/40 modes visited; acceptance {integrator.acceptance_rates}")
 
     langevin = openmm.LangevinMiddleIntegrator(mog.temperature, 1 / unit.picosecond,
                                                10 * unit.femtosecond)
@@ -98,7 +97,7 @@ def peptide(sweeps, out):
     rare = np.mean((phi > np.radians(30)) & (phi < np.radians(130)))
     print(f"alanine dipeptide: {sweeps} sweeps, {traj.n_frames} frames; circular mean "
           f"φ = {mean_phi:.0f}°, ψ = {mean_psi:.0f}°; fraction in the φ ∈ [30°, 130°] basin "
-          f"{rare:.3f}; acceptance {integrator.acceptance_rates()}")
+          f"{rare:.3f}; acceptance {integrator.acceptance_rates}")
 
 
 if __name__ == "__main__":

@@ -45,13 +45,13 @@ def main(argv=None):
     refined = refine_samples(target, x, args.refine, method="mala", seed=1)
     n_eval = min(args.samples, 2000)
     print(f"{'':12s} {'W2 (nm)':>8s} {'energy TVD':>11s} {'dist. TVD':>10s}")
-    for label, samples in [("one-shot", x), (f"+{args.refine} MALA", refined.samples)]:
+    for label, samples in [("one-shot", x), (f"+{args.refine} MALA", refined.final_positions)]:
         m = metrics.evaluate_samples(target, samples, n_eval=n_eval, n_repeats=1)
         print(f"{label:12s} {m['w2']:8.3f} {m['energy_tvd']:11.3f} {m['distance_tvd']:10.3f}")
     print(f"refinement cost: {refined.force_evaluations} force evaluations "
-          f"(acceptance {refined.acceptance:.2f})")
+          f"(acceptance {refined.acceptance['acceptance'].mean():.2f})")
 
-    traj = target.to_mdtraj(refined.samples.numpy())  # mdtraj works in nm too
+    traj = target.to_mdtraj(refined.final_positions.numpy())  # mdtraj works in nm too
     path = os.path.join(args.out, "samples.h5")
     traj.save(path)
     print(f"wrote {traj.n_frames} frames to {path}")

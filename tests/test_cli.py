@@ -40,7 +40,6 @@ def test_sample_is_reproducible(tmp_path):
 
 BAD_INPUTS = [
     (["sample", "no_such_system"], "unknown system 'no_such_system'"),
-    (["sample", "dw4", "--method", "nope"], "unknown method 'nope'"),
     (["sample", "dw4", "--force-evals", "0"], "must be positive"),
     (["sample", "dw4", "--out", "run.xyz"], "must end in .dcd"),
     (["sample", "dw4", "--out", "missing_dir/run.dcd"], "does not exist"),
@@ -87,3 +86,97 @@ def test_ala2_sample_then_evaluate(tmp_path, capsys):
         assert row in printed
     for png in ("ala2_ramachandran.png", "ala2_marginals.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+
+
+# ---------------------------------------------------------------------- rough edges
+def test_method_choices_are_listed_and_match_the_engine(capsys):
+    from openmm_dikl.cli import SAMPLE_METHODS
+    from openmm_dikl.samplers import METHODS
+    assert list(SAMPLE_METHODS) == list(METHODS)
+    with pytest.raises(SystemExit):
+        main(["sample", "--help"])
+    assert "{digs,digs-cartesian,hmc,langevin,mala,pt}" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        main(["sample", "dw4", "--method", "nope"])
+    assert info.value.code == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_help_needs_no_heavy_import():
+    code = ("import sys, openmm_dikl.cli as c; c.build_parser(); "
+            "print(sorted(m for m in ('torch', 'openmm', 'mdtraj', 'openmmtools') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_debug_shows_the_traceback_and_bugs_are_not_hidden(tmp_path, monkeypatch):
+    argv = ["sample", "dw4", "--force-evals", "0", "--out", str(tmp_path / "a.dcd")]
+    assert main(argv) == 2  # bad input: one line
+    with pytest.raises(ValueError, match="must be positive"):
+        main(["--debug"] + argv)
+    with pytest.raises(ValueError, match="must be positive"):
+        main(["-v"] + argv)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug, not bad input")
+    monkeypatch.setattr("openmm_dikl.samplers.run_sampler", broken)
+    with pytest.raises(RuntimeError, match="a bug"):  # not turned into one line
+        main(["sample", "dw4", "--force-evals", "100", "--out", str(tmp_path / "b.dcd")])
+
+
+def test_ctrl_c_prints_one_line_and_leaves_consistent_files(tmp_path):
+    import signal
+    import time
+    out = tmp_path / "long.dcd"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "openmm_dikl.cli", "sample", "dw4", "--method", "langevin",
+         "--force-evals", "100000000", "--frames", "100000", "--out", str(out),
+         "--no-progress"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    log = tmp_path / "long.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.exists() or log.read_text().count("\n") < 5):
+        time.sleep(0.2)
+    assert log.exists() and log.read_text().count("\n") >= 5, "the run never wrote frames"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "interrupted" in lines[0] and "Traceback" not in stderr, stderr
+    rows = np.genfromtxt(log, delimiter=",", names=True)
+    traj = mdtraj.load(str(out), top=str(tmp_path / "long.pdb"))
+    assert traj.n_frames == len(rows) >= 4  # every logged row has its frame
+
+
+def test_generate_does_not_clobber_a_topology_file(tmp_path):
+    out, topology = tmp_path / "x.dcd", tmp_path / "x.pdb"
+    topology.write_text("my own file\n")
+    result = subprocess.run([sys.executable, "-m", "openmm_dikl.cli", "generate", "dw4", "-n",
+                             "10", "--out", str(out)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2 and "x.pdb exists" in result.stderr
+    assert topology.read_text() == "my own file\n" and not out.exists()
+    assert main(["generate", "dw4", "-n", "10", "--out", str(out), "--overwrite"]) == 0
+    assert mdtraj.load(str(out), top=str(topology)).n_frames == 10
+
+
+def test_sample_does_not_clobber_companion_files(tmp_path):
+    (tmp_path / "y.csv").write_text("keep\n")
+    argv = ["sample", "dw4", "--force-evals", "200", "--frames", "2", "--no-progress",
+            "--out", str(tmp_path / "y.dcd")]
+    assert main(argv) == 2
+    assert (tmp_path / "y.csv").read_text() == "keep\n" and not (tmp_path / "y.dcd").exists()
+    assert main(argv + ["--overwrite"]) == 0
+
+
+def test_molecules_run_batched_chains_by_default(tmp_path):
+    out = tmp_path / "ala.dcd"
+    assert main(["sample", "alanine_dipeptide_vacuum", "--force-evals", "2000", "--frames",
+                 "64", "--out", str(out), "--no-progress"]) == 0
+    log = np.genfromtxt(tmp_path / "ala.csv", delimiter=",", names=True)
+    assert int(log["chain"].max()) == 31 and len(log) == 64  # 32 chains, 2 reports
+    assert log["force_evaluations"][-1] <= 2000
+    # one numeric column per statistic: DiGS's per-level initialisation acceptance
+    assert {"init_acceptance_0", "denoise_acceptance_0"} <= set(log.dtype.names)
+    assert np.all((log["init_acceptance_0"] >= 0) & (log["init_acceptance_0"] <= 1))

@@ -36,12 +36,13 @@ def test_gaussian_invariance(denoiser):
     sampler = DiGSSampler(gaussian, alphas=[0.3, 0.9], step_size=0.1, denoiser=denoiser,
                           n_leapfrog=3, generator=torch.Generator().manual_seed(1))
     x0 = torch.full((3000, 2), -3.0, dtype=torch.float64)
-    result = sampler.run(x0, n_sweeps=120, burn_in=60, thin=30, progress=False)
+    result = sampler.run(x0, n_steps=120, burn_in=60, thin=30, progress=False)
     _assert_gaussian(result.samples[:, -1], MEAN, COV)  # independent chains
-    stats = result.statistics
-    assert stats["init_acceptance"].shape == (2,) and np.all(stats["init_acceptance"] > 0.01)
+    rates = result.acceptance
+    assert rates["init_acceptance"].shape == (2,) and np.all(rates["init_acceptance"] > 0.01)
     per_sweep = 1 + 5 * (3 if denoiser == "hmc" else 1)
-    assert stats["force_evaluations"] == 3000 * (1 + 120 * per_sweep)
+    assert sampler.force_evaluations_per_step == per_sweep
+    assert result.force_evaluations == 3000 * (1 + 120 * per_sweep)
 
 
 def _double_well(x):
@@ -62,7 +63,7 @@ def test_double_well_weight_exact_with_mh_and_biased_without():
     for mh_init in (True, False):
         sampler = DiGSSampler(_double_well, alphas=[0.3, 0.8], step_size=0.01, mh_init=mh_init,
                               generator=torch.Generator().manual_seed(2))
-        result = sampler.run(-torch.ones(1000, 1, dtype=torch.float64), n_sweeps=300,
+        result = sampler.run(-torch.ones(1000, 1, dtype=torch.float64), n_steps=300,
                              burn_in=100, progress=False)
         per_chain = (result.samples[..., 0] > 0).double().mean(1)
         weights[mh_init] = (float(per_chain.mean()), float(per_chain.std() / math.sqrt(1000)))
@@ -79,7 +80,7 @@ def test_mog40_modes_from_one_mode():
     with open(systems.shipped_path("mog40.json")) as handle:
         means = torch.tensor(json.load(handle)["means"], dtype=torch.float64)
     x0 = means[0].reshape(1, 1, 2).repeat(300, 1, 1)
-    result = sampler.run(x0, n_sweeps=500, burn_in=250, thin=5, progress=False)
+    result = sampler.run(x0, n_steps=500, burn_in=250, thin=5, progress=False)
     x = result.samples.reshape(-1, 2)
     weights = torch.bincount(torch.cdist(x, means).argmin(1), minlength=40).double() / len(x)
     assert int((weights > 0).sum()) == 40
@@ -87,7 +88,7 @@ def test_mog40_modes_from_one_mode():
     exact_logp = float(-target.reduced_energy(target.reference_samples(20000, seed=3)).mean())
     sampled_logp = float(-target.reduced_energy(x[:, None, :]).mean())
     assert abs(sampled_logp - exact_logp) < 0.15, (sampled_logp, exact_logp)
-    assert 0.05 < result.statistics["init_acceptance"][0] < 0.2
+    assert 0.05 < result.acceptance["init_acceptance"][0] < 0.2
 
 
 # ---------------------------------------------------------------------- torsional toy
@@ -121,7 +122,7 @@ def test_torsional_kernel_exact_on_toy_torsion():
     kernel = TorsionalKernel([[0, 1, 2, 3]], [[3]], [math.pi, 0.5])
     sampler = DiGSSampler(_toy_molecule, kernel=kernel, n_denoise_steps=3, step_size=1e-3,
                           generator=torch.Generator().manual_seed(0))
-    result = sampler.run(x0, n_sweeps=260, burn_in=100, progress=False)
+    result = sampler.run(x0, n_steps=260, burn_in=100, progress=False)
     phi = dihedral(*(result.samples[..., i, :] for i in range(4)))
     hist = torch.histc(phi.reshape(-1), 12, -math.pi, math.pi)
     hist = hist / hist.sum()
@@ -131,12 +132,13 @@ def test_torsional_kernel_exact_on_toy_torsion():
     assert abs(weight - exact_weight) < 4 * se + 0.003, (weight, se, exact_weight)
     big = exact > 0.01  # the well-populated bins: within 15 % relative
     assert torch.all(torch.abs(hist[big] / exact[big] - 1) < 0.15), (hist, exact)
-    assert 0.05 < result.statistics["init_acceptance"][0] < 0.5
+    assert 0.05 < result.acceptance["init_acceptance"][0] < 0.5
 
 
 def test_torsional_proposal_sets_dihedrals_exactly():
     target = systems.get("alanine_dipeptide_vacuum")
-    kernel = TorsionalKernel.alanine_dipeptide([2.0], topology=target.topology)
+    kernel = TorsionalKernel.from_topology(
+        target.topology, [target.torsions['phi'][0], target.torsions['psi'][0]], [2.0])
     assert [sorted(m.tolist()) for m in kernel.moving_atoms] == [[0, 1, 2, 3, 4, 5, 7],
                                                                   [15, 16, 17, 18, 19, 20, 21]]
     g = torch.Generator().manual_seed(0)
@@ -178,7 +180,7 @@ def test_transform_path_polar_gaussian():
     sampler = DiGSSampler(shifted, alphas=[0.5, 0.9], step_size=0.05, transform=_Polar(),
                           generator=torch.Generator().manual_seed(4))
     x0 = torch.tensor([[0.0, 1.0]], dtype=torch.float64).repeat(3000, 1)
-    result = sampler.run(x0, n_sweeps=100, burn_in=60, thin=40, progress=False)
+    result = sampler.run(x0, n_steps=100, burn_in=60, thin=40, progress=False)
     _assert_gaussian(result.samples[:, -1], mean, torch.eye(2, dtype=torch.float64))
 
 
@@ -199,13 +201,14 @@ def _langevin_start(target, n_steps=5000, seed=3):
 def test_torsional_digs_jumps_phi_basins_on_ala2_vacuum():
     target = systems.get("alanine_dipeptide_vacuum")
     start = _langevin_start(target)
-    kernel = TorsionalKernel.alanine_dipeptide([math.pi], topology=target.topology)
+    kernel = TorsionalKernel.from_topology(
+        target.topology, [target.torsions['phi'][0], target.torsions['psi'][0]], [math.pi])
     phi_start = float(kernel.angles(start[None])[0, 0])
     assert phi_start < 0  # Langevin from the PDB stays in the φ < 0 basin
     last = torch.full((64,), -1)
     transitions = torch.zeros(64, dtype=torch.long)
 
-    def count(sweep, x, stats):
+    def count(sweep, x, u, stats):
         phi = torch.rad2deg(kernel.angles(x)[:, 0])
         core = torch.where((phi > -170) & (phi < -30), -1, torch.where((phi > 30) & (phi < 130), 1, 0))
         transitions.add_(((core != 0) & (core != last)).long())
@@ -213,12 +216,12 @@ def test_torsional_digs_jumps_phi_basins_on_ala2_vacuum():
 
     with DiGSSampler(target, kernel=kernel, n_denoise_steps=1, step_size=2e-6,
                      generator=torch.Generator().manual_seed(5)) as sampler:
-        result = sampler.run(start[None].repeat(64, 1, 1), n_sweeps=300, progress=False,
+        result = sampler.run(start[None].repeat(64, 1, 1), n_steps=300, progress=False,
                              callback=count)
-    assert result.statistics["force_evaluations"] == 64 * (1 + 300 * 2)
+    assert result.force_evaluations == 64 * (1 + 300 * 2) == sampler.force_evaluations
     assert int(transitions.sum()) >= 2, int(transitions.sum())  # 4-16 over seeds
-    assert 0.005 < result.statistics["init_acceptance"][0] < 0.2
-    energy = target.reduced_energy(result.final)
+    assert 0.005 < result.acceptance["init_acceptance"][0] < 0.2
+    energy = target.reduced_energy(result.final_positions)
     assert torch.isfinite(energy).all() and float(energy.max()) < 50  # no blown-up chains
 
 
@@ -226,11 +229,13 @@ def test_torsional_digs_jumps_phi_basins_on_ala2_vacuum():
 def test_per_level_denoise_steps_and_counts():
     sampler = DiGSSampler(gaussian, alphas=[0.5, 0.9], n_denoise_steps=[0, 2], step_size=0.1,
                           generator=torch.Generator().manual_seed(0))
-    result = sampler.run(torch.zeros(10, 2, dtype=torch.float64), n_sweeps=6, progress=False)
+    result = sampler.run(torch.zeros(10, 2, dtype=torch.float64), n_steps=6, progress=False)
     stats = result.statistics
-    assert stats["force_evaluations"] == 10 * (1 + 3 * 1 + 3 * 3)
+    assert result.force_evaluations == 10 * (1 + 3 * 1 + 3 * 3)
+    assert sampler.force_evaluations_per_step == (1 + 3) / 2
     assert list(stats["force_evaluations_per_level"]) == [30, 90]
-    assert np.isnan(stats["denoise_acceptance"][0]) and 0 < stats["denoise_acceptance"][1] <= 1
+    rates = result.acceptance
+    assert np.isnan(rates["denoise_acceptance"][0]) and 0 < rates["denoise_acceptance"][1] <= 1
     assert result.samples.shape == (10, 6, 2) and list(stats["sweeps"]) == [3, 3]
 
 
@@ -258,7 +263,7 @@ def test_validation():
     sampler = DiGSSampler(gaussian, alphas=[0.5], step_size=0.1)
     with pytest.raises(ValueError, match="NaN"):
         sampler.run(torch.tensor([[0.0, float("inf")]]), 3)
-    with pytest.raises(ValueError, match="n_sweeps"):
+    with pytest.raises(ValueError, match="n_steps"):
         sampler.run(torch.zeros(2, 2), 0)
     with pytest.raises(ValueError, match="shape"):
         DiGSSampler(systems.get("mog40"), alphas=[0.5], step_size=0.1).run(torch.zeros(2, 2), 3)
@@ -296,10 +301,10 @@ def test_blocked_kernel_mw32_basin_weights():
     sampler = DiGSSampler(mw, kernel=kernel, n_denoise_steps=1, step_size=0.05, seed=0)
     result = sampler.run(x0, 16 * 400, burn_in=16 * 50, progress=False)
     weights = (result.samples[..., 0] > 0).double().mean((0, 1))
-    assert result.statistics["init_acceptance"].min() > 0.03
+    assert result.acceptance["init_acceptance"].min() > 0.03
     assert float((weights - exact).abs().max()) < 0.03  # the criterion
     # the same budget with the full 32-D kernel never leaves the start wells
     full = DiGSSampler(mw, alphas=[0.5], n_denoise_steps=1, step_size=0.05, seed=0)
     stuck = full.run(x0[:16], 800, burn_in=100, progress=False)
-    assert float(stuck.statistics["init_acceptance"][0]) < 1e-3
+    assert float(stuck.acceptance["init_acceptance"][0]) < 1e-3
     assert float((stuck.samples[..., 0] > 0).double().mean()) < 0.2

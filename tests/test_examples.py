@@ -1,8 +1,10 @@
-"""Smoke-run every example script with tiny settings."""
+"""Smoke-run every example script with tiny settings and check what it printed and wrote."""
 import os
+import re
 import subprocess
 import sys
 
+import mdtraj
 import pytest
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
@@ -20,6 +22,57 @@ TINY = {
 def test_every_example_is_listed():
     scripts = {f for f in os.listdir(EXAMPLES) if f.endswith(".py")}
     assert scripts == set(TINY), f"add tiny settings for {scripts ^ set(TINY)}"
+    assert set(CHECKS) == set(TINY)
+
+
+NUMBER = r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
+
+
+def _check_ala2_pipeline(out, folder):
+    rows = re.findall(rf"^(DiGS, \d+ evaluations|DiKL generator, one shot|\+ 3 DiGS sweeps.*?)\s+"
+                      rf"({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s*$", out, re.M)
+    assert len(rows) == 3, out  # DiGS, generator, refined: KL phi, psi, Rama, p(phi>0)
+    for row in rows:
+        kls, fraction = [float(v) for v in row[1:4]], float(row[4])
+        assert all(k >= 0 for k in kls) and 0.0 <= fraction <= 1.0
+    assert re.search(r"^DiKL: 2 iterations", out, re.M)
+    traj = mdtraj.load(str(folder / "ala2_pipeline" / "refined.h5"))
+    assert traj.n_frames == 200 and traj.n_atoms == 22
+    for png in ("digs", "dikl", "refined"):
+        assert (folder / "ala2_pipeline" / f"{png}_ramachandran.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _check_bridge_forces(out, folder):
+    assert re.search(r"^1 worker\(s\): 8 configurations", out, re.M)
+    assert re.search(r"^2 worker\(s\): 8 configurations", out, re.M)
+    assert "workers agree: True" in out
+    before = float(re.search(rf"mean reduced energy ({NUMBER}) kT; workers agree", out).group(1))
+    after = float(re.search(rf"after 20 gradient steps: mean reduced energy ({NUMBER}) kT", out).group(1))
+    assert after < before  # gradient steps on the OpenMM energy lower it
+
+
+def _check_digs_in_simulation(out, folder):
+    digs = re.search(r"^DiGS: 500 sweeps = (\d+) force evaluations, (\d+) frames, (\d+)/40 modes",
+                     out, re.M)
+    langevin = re.search(r"^Langevin: (\d+) steps, (\d+)/40 modes visited", out, re.M)
+    assert digs and langevin, out
+    assert int(digs.group(1)) == 500 * 7 == int(langevin.group(1))  # equal budgets
+    assert int(digs.group(3)) > int(langevin.group(2))  # DiGS jumps between modes
+    assert re.search(r"^alanine dipeptide: 100 sweeps, \d+ frames; circular mean", out, re.M)
+
+
+def _check_dikl_dw4(out, folder):
+    assert re.search(r"^trained 3 iterations", out, re.M)
+    rows = re.findall(rf"^(one-shot|\+5 MALA)\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s*$", out, re.M)
+    assert [r[0] for r in rows] == ["one-shot", "+5 MALA"], out
+    assert all(float(v) >= 0 for r in rows for v in r[1:])
+    assert re.search(r"^refinement cost: \d+ force evaluations", out, re.M)
+    traj = mdtraj.load(str(folder / "dw4_dikl" / "samples.h5"))
+    assert traj.n_frames == 300 and traj.n_atoms == 4
+
+
+CHECKS = {"ala2_pipeline.py": _check_ala2_pipeline, "bridge_forces.py": _check_bridge_forces,
+          "digs_in_simulation.py": _check_digs_in_simulation, "dikl_dw4.py": _check_dikl_dw4}
 
 
 @pytest.mark.parametrize("script", sorted(TINY))
@@ -27,4 +80,4 @@ def test_example_runs(script, tmp_path):
     result = subprocess.run([sys.executable, os.path.join(EXAMPLES, script)] + TINY[script],
                             cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip(), "examples print what they did"
+    CHECKS[script](result.stdout, tmp_path)

@@ -158,7 +158,7 @@ def test_unbalanced_double_well_weight(make_system, energy, options):
     # the harmonic y, z directions stay exact too
     var_yz, var_se = batch_mean_and_se(x[:, 1:] ** 2)
     assert np.all(np.abs(var_yz - 1.0) < 4.5 * var_se)
-    assert integrator.acceptance_rates()["initialisation"][0] > 0.1  # it does jump
+    assert integrator.acceptance_rates["initialisation"][0] > 0.1  # it does jump
 
 
 def test_without_mh_initialisation_is_biased():
@@ -172,7 +172,7 @@ def test_without_mh_initialisation_is_biased():
                                           n_denoise_steps=10, mh_init=False)
     x = sample(mixture_system(), integrator, [[-1.0, 0.0, 0.0]], n_samples=10000, thin=3)[:, 0]
     fraction, se = batch_mean_and_se(x[:, 0] > 0)
-    assert integrator.acceptance_rates()["initialisation"][0] == 1.0
+    assert integrator.acceptance_rates["initialisation"][0] == 1.0
     assert exact - fraction > 0.1 and exact - fraction > 8 * se, (fraction, exact, se)
 
 
@@ -264,18 +264,18 @@ def test_acceptance_rates_levels_and_reset():
     assert integrator.level == 0
     integrator.step(7)
     assert integrator.level == 1  # 7 steps: levels 0,1,2,0,1,2,0 -> next is 1
-    counts = integrator.acceptance_counts()
+    counts = integrator.acceptance_counts
     np.testing.assert_array_equal(counts["init_proposed"], [3, 2, 2])
     np.testing.assert_array_equal(counts["denoise_proposed"], [12, 8, 8])
     integrator.step(200)
-    rates = integrator.acceptance_rates()
+    rates = integrator.acceptance_rates
     for key in ("initialisation", "denoising"):
         assert rates[key].shape == (3,)
         assert np.all((rates[key] >= 0) & (rates[key] <= 1))
     # more noise (smaller alpha) -> fewer accepted initialisations on a Gaussian
     assert rates["initialisation"][0] < rates["initialisation"][2]
     integrator.reset_statistics()
-    assert np.all(np.isnan(integrator.acceptance_rates()["initialisation"]))
+    assert np.all(np.isnan(integrator.acceptance_rates["initialisation"]))
     assert integrator.force_evaluations_per_step == 6
 
 
@@ -379,7 +379,7 @@ def test_xml_round_trip_restores_interface_and_dynamics():
         # the Context's own copy restores too and exposes the counters
         bound = context.getIntegrator()
         assert DiffusiveGibbsIntegrator.restore_interface(bound)
-        assert bound.acceptance_counts()["init_proposed"].sum() == 30
+        assert bound.acceptance_counts["init_proposed"].sum() == 30
         del context
     np.testing.assert_array_equal(final[0], final[1])
 
@@ -411,7 +411,7 @@ def test_runs_in_simulation_with_reporter():
     assert np.all(np.isfinite(energies))
     end = simulation.context.getState(getPositions=True).getPositions(asNumpy=True)
     assert np.abs(end - start).max() > 1e-4  # it moved
-    assert 0.2 < integrator.acceptance_rates()["denoising"][0] <= 1.0
+    assert 0.2 < integrator.acceptance_rates["denoising"][0] <= 1.0
 
 
 def test_constraints_are_refused():
@@ -471,7 +471,7 @@ def test_blocked_integrator_mixes_mw32_wells():
             integrator.step(16)
             x.append(context.getState(getPositions=True).getPositions(asNumpy=True)
                      .value_in_unit(unit.nanometer)[:, 0])
-        return np.array(x), integrator.acceptance_rates()["initialisation"]
+        return np.array(x), integrator.acceptance_rates["initialisation"]
 
     weights, acceptance = [], []
     for seed in range(6):
@@ -514,3 +514,33 @@ def test_blocks_are_fitted_to_the_system():
     context.setPositions(mw.positions)
     with pytest.raises(ValueError, match="names particle 20 but the System has 16"):
         too_far.step(1)
+
+
+def test_state_data_reporter_shows_sweeps_temperature_and_energy(tmp_path):
+    """With DiGS in an app.Simulation, StateDataReporter's Time counts sweeps (nominal 1 fs
+    each) and its Temperature is that of the Maxwell-Boltzmann velocities drawn at kT."""
+    import io
+
+    from openmm import app
+    target = systems.get("alanine_dipeptide_implicit")
+    integrator = DiffusiveGibbsIntegrator(target.temperature, alphas=[0.999], n_denoise_steps=2,
+                                          step_size=1e-6)
+    integrator.setRandomNumberSeed(4)
+    simulation = app.Simulation(target.topology, target.system, integrator,
+                                openmm.Platform.getPlatformByName("Reference"))
+    simulation.context.setPositions(target.positions)
+    report = io.StringIO()
+    simulation.reporters.append(app.StateDataReporter(
+        report, 10, step=True, time=True, potentialEnergy=True, temperature=True, speed=True))
+    simulation.step(400)
+    rows = np.array([[float(v) for v in line.split(",")] for line in
+                     report.getvalue().splitlines()[1:]])
+    steps, time_ps, energy, temperature, speed = rows.T
+    np.testing.assert_array_equal(steps, np.arange(10, 401, 10))
+    np.testing.assert_allclose(time_ps, steps * 1e-3)  # one nominal femtosecond per sweep
+    state = simulation.context.getState(getEnergy=True)
+    assert energy[-1] == pytest.approx(
+        state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole), rel=1e-6)
+    # 40 reports of the kinetic temperature of 22 atoms (sd ≈ 53 K each, ≈ 8 K for the mean)
+    assert abs(temperature.mean() - 300.0) < 30.0, temperature.mean()
+    assert np.all(speed[1:] > 0)

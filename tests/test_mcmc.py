@@ -65,7 +65,7 @@ def test_move_samples_gaussian_and_counts():
     assert stats["init_proposed"].sum() == 3 * n_apply
     np.testing.assert_array_equal(stats["init_proposed"], [4500, 4500])
     np.testing.assert_array_equal(stats["denoise_proposed"], 3 * stats["init_proposed"])
-    rates = move.acceptance_rates()
+    rates = move.acceptance_rates
     for key in ("initialisation", "denoising"):
         assert rates[key].shape == (2,)
         assert np.all((rates[key] > 0) & (rates[key] <= 1))
@@ -166,7 +166,7 @@ def test_blocked_move_moves_only_its_blocks_and_round_trips():
     move.apply(thermodynamic_state, sampler_state, cache.ContextCache(platform=REFERENCE))
     x = sampler_state.positions.value_in_unit(unit.nanometer)
     assert np.all(x[2] == 0.0) and np.all(x[:2] != 0.0)
-    assert move.n_levels == 2 and move.acceptance_rates()["initialisation"].min() > 0.0
+    assert move.n_levels == 2 and move.acceptance_rates["initialisation"].min() > 0.0
     for copy in (pickle.loads(pickle.dumps(move)), utils.deserialize(utils.serialize(move))):
         assert copy.blocks == [[0], [1]]
         assert copy.__getstate__() == move.__getstate__()

@@ -143,10 +143,18 @@ def test_mw32_basin_weights_on_exact_samples():
     assert weights.shape == (16,)
     # binomial std per coordinate: sqrt(0.844 · 0.156 / 20000) = 0.0026
     assert np.abs(weights - exact).max() < 0.012
-    assert metrics.basin_weight_error(x) < 0.005
+    mw32 = systems.get("mw32")
+    assert mw32.evaluation_data["positive_weight"] == pytest.approx(exact)
+    assert metrics.basin_weight_error(x, exact) < 0.005
+    assert metrics.basin_weight_error(x, exact, reduce="max") == pytest.approx(
+        np.abs(weights - exact).max())
     flipped = x.clone()
     flipped[:, :, 0] = flipped[:, :, 0].abs()              # everything in the heavy well
-    assert metrics.basin_weight_error(flipped) == pytest.approx(1.0 - exact)
+    assert metrics.basin_weight_error(flipped, exact) == pytest.approx(1.0 - exact)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        metrics.basin_weight_error(x, 1.5)
+    with pytest.raises(TypeError):
+        metrics.basin_weight_error(x)                       # the exact weight is required
 
 
 # ---------------------------------------------------------------------- torsions
@@ -181,6 +189,51 @@ def test_ramachandran_kl():
         metrics.dihedral_kl(np.array([0.0, np.nan]), a[:, 0])
 
 
+def test_weighted_kl_equals_repeated_samples():
+    """Integer weights k_i give the KL of the sample set with sample i repeated k_i times."""
+    basins = [[-1.4, 2.6], [-1.2, -0.7], [1.2, -0.9]]
+    model = von_mises_angles(3000, basins, 6.0, seed=20)
+    ref = von_mises_angles(20000, basins, 8.0, seed=21)
+    counts = np.random.default_rng(22).integers(0, 5, size=len(model))
+    repeated = np.repeat(model, counts, axis=0)
+    for pseudo in (1e-10, 1e-3):
+        assert metrics.ramachandran_kl(model, ref, pseudo=pseudo, weights=counts) == \
+            pytest.approx(metrics.ramachandran_kl(repeated, ref, pseudo=pseudo), rel=1e-10)
+        assert metrics.dihedral_kl(model[:, 1], ref[:, 1], pseudo=pseudo, weights=counts) == \
+            pytest.approx(metrics.dihedral_kl(repeated[:, 1], ref[:, 1], pseudo=pseudo),
+                          rel=1e-10)
+    # the normalisation is internal: scaling the weights changes nothing
+    assert metrics.ramachandran_kl(model, ref, weights=0.1 * counts) == pytest.approx(
+        metrics.ramachandran_kl(model, ref, weights=counts), rel=1e-12)
+    # equal weights are the unweighted estimate
+    assert metrics.dihedral_kl(model[:, 0], ref[:, 0], weights=np.full(len(model), 2.0)) == \
+        pytest.approx(metrics.dihedral_kl(model[:, 0], ref[:, 0]), rel=1e-12)
+    # overweighting one basin (the model's φ > 0 samples) increases the KL
+    in_third = (model[:, 0] > 0).astype(float)
+    assert metrics.dihedral_kl(model[:, 0], ref[:, 0], weights=1.0 + 10 * in_third) > \
+        metrics.dihedral_kl(model[:, 0], ref[:, 0])
+    for bad, message in ((np.ones(10), r"shape \(3000,\)"), (-counts, "non-negative"),
+                         (np.zeros(len(model)), "all be zero"),
+                         (np.full(len(model), np.nan), "finite")):
+        with pytest.raises(ValueError, match=message):
+            metrics.ramachandran_kl(model, ref, weights=bad)
+
+
+def test_torsion_angles_match_phi_psi():
+    import mdtraj
+
+    target = systems.get("alanine_dipeptide_vacuum")
+    traj = mdtraj.load(shipped_path("alanine_dipeptide.pdb"))
+    xyz = traj.xyz[0].astype(np.float64) + 0.01 * np.random.default_rng(23).normal(size=(6, 22, 3))
+    angles = np.concatenate([metrics.torsion_angles(xyz, target.torsions["phi"]),
+                             metrics.torsion_angles(xyz, target.torsions["psi"])], axis=1)
+    np.testing.assert_allclose(angles, metrics.phi_psi(xyz, traj.topology), atol=1e-5)
+    with pytest.raises(ValueError, match=r"shape \(m, 4\)"):
+        metrics.torsion_angles(xyz, [0, 1, 2, 3])
+    with pytest.raises(ValueError, match="out of range"):
+        metrics.torsion_angles(xyz, [[0, 1, 2, 22]])
+
+
 def test_phi_psi_on_alanine_dipeptide():
     import mdtraj
 
@@ -205,7 +258,8 @@ def test_phi_psi_on_alanine_dipeptide():
 
 # ---------------------------------------------------------------------- protocol
 def test_dw4_noise_floor_near_spec(dw4):
-    """Spec (two independent reference sets): W2 1.44, energy TVD 0.15, distance TVD 0.06.
+    """docs/methods.md, two independent reference sets: W2 1.44, energy TVD 0.15, distance
+    TVD 0.06.
 
     Measured with disjoint halves of the shipped set (5 repeats): 1.441, 0.147, 0.062.
     """
@@ -268,3 +322,27 @@ def test_random_rotation_permutation_keeps_invariants_and_symmetrised_floor():
     symmetric = noise_floor(dw4, n_eval=2000, n_repeats=1, symmetrise=True)
     assert symmetric["w2"] > plain["w2"] + 0.3  # measured 1.90 vs 1.44
     assert symmetric["energy_tvd"] == pytest.approx(plain["energy_tvd"])
+
+
+def test_protocol_n_eval_scales_down_with_a_warning(caplog):
+    with caplog.at_level("WARNING", logger="openmm_dikl.analysis.protocol"):
+        assert metrics.protocol_n_eval(5000, 10000, name="dw4") == 2000
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="openmm_dikl.analysis.protocol"):
+        assert metrics.protocol_n_eval(300, 10000, name="dw4") == 300
+        assert metrics.protocol_n_eval(3000, 1000, name="lj13") == 500
+    assert len(caplog.records) == 2
+    assert "dw4" in caplog.records[0].message and "300 model vs 300 reference" in \
+        caplog.records[0].message
+    assert "two disjoint sets of 500 reference samples" in caplog.records[1].message
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        metrics.protocol_n_eval(1, 10000)
+
+
+def test_metrics_namespace_reexports_the_modules():
+    from openmm_dikl.analysis import protocol, sample_metrics, torsion_metrics
+    for module in (protocol, sample_metrics, torsion_metrics):
+        for name in module.__all__:
+            assert getattr(metrics, name) is getattr(module, name)
+    assert set(metrics.__all__) == (set(protocol.__all__) | set(sample_metrics.__all__)
+                                    | set(torsion_metrics.__all__))

@@ -39,12 +39,12 @@ def test_refinement_moves_a_broadened_set_toward_the_target(dw4, method):
     u_ref = dw4.reduced_energy(both[400:])
     before = metrics.energy_tvd(dw4.reduced_energy(x), u_ref)
     result = refine_samples(dw4, x, 40, method=method, seed=3)
-    after = metrics.energy_tvd(result.reduced_energies, u_ref)
+    after = metrics.energy_tvd(result.final_reduced_energies, u_ref)
     assert before > 0.5
     # 400 vs 400 samples with 200 bins: two halves of the reference give 0.35
     assert after < 0.45 and after < 0.6 * before
-    assert torch.allclose(result.reduced_energies, dw4.reduced_energy(result.samples))
-    assert result.samples.shape == x.shape and result.force_evaluations >= 400 * 40
+    assert torch.allclose(result.final_reduced_energies, dw4.reduced_energy(result.final_positions))
+    assert result.final_positions.shape == x.shape and result.force_evaluations >= 400 * 40
 
 
 def test_refinement_keeps_exact_samples_exact():
@@ -52,7 +52,7 @@ def test_refinement_keeps_exact_samples_exact():
     mog = systems.get("mog40")
     x = mog.reference_samples(2000, seed=0)
     result = refine_samples(mog, x, 20, method="mala", seed=0)
-    logp0, logp1 = -mog.reduced_energy(x), -result.reduced_energies
+    logp0, logp1 = -mog.reduced_energy(x), -result.final_reduced_energies
     se = float(logp0.std()) * np.sqrt(2.0 / len(x))
     assert abs(float(logp1.mean() - logp0.mean())) < 4 * se
 

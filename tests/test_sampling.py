@@ -23,7 +23,7 @@ def test_every_method_respects_budget_and_writes(dw4, method, tmp_path):
                          progress=False, **options)
     assert 0 < result.force_evaluations <= 600 + 10
     traj = mdtraj.load(out, top=str(tmp_path / "run.pdb"))
-    assert traj.n_frames == result.n_frames >= 5
+    assert traj.n_frames == result.n_frames == 5  # exactly the frames asked for
     z = traj.xyz[..., 2].astype(np.float64)
     if method not in ("langevin", "pt"):  # Langevin also samples the separable z of the 2-D System
         np.testing.assert_allclose(z, 0.0, atol=1e-5)
@@ -78,11 +78,11 @@ def test_bad_arguments(dw4, tmp_path):
 
 def test_torch_chains_share_the_budget(dw4, tmp_path):
     out = str(tmp_path / "chains.dcd")
-    result = run_sampler(dw4, method="mala", force_evals=4000, out=out, n_frames=10, seed=2,
+    result = run_sampler(dw4, method="mala", force_evals=4000, out=out, n_frames=12, seed=2,
                          progress=False, chains=4)
     assert result.force_evaluations <= 4000
     traj = mdtraj.load(out, top=str(tmp_path / "chains.pdb"))
-    assert traj.n_frames == result.n_frames and traj.n_frames % 4 == 0
+    assert traj.n_frames == result.n_frames == 12  # 3 reports of 4 chains
     log = np.genfromtxt(tmp_path / "chains.csv", delimiter=",", names=True)
     np.testing.assert_array_equal(log["chain"][:8], [0, 1, 2, 3, 0, 1, 2, 3])
     # chains are independent: their last frames differ
@@ -96,13 +96,12 @@ def test_chains_in_worker_processes_match_single_chain_runs(dw4, tmp_path):
     from openmm_dikl.samplers import chain_seed
     out = str(tmp_path / "workers.dcd")
     budget, n_chains = 1500, 3
-    result = run_sampler(dw4, method="mala", force_evals=budget, out=out, n_frames=4, seed=5,
+    result = run_sampler(dw4, method="mala", force_evals=budget, out=out, n_frames=12, seed=5,
                          progress=False, chains=n_chains, workers=2)
     traj = mdtraj.load(out, top=str(tmp_path / "workers.pdb"))
-    assert traj.n_frames == result.n_frames and traj.n_frames % n_chains == 0
-    assert traj.n_frames >= 4 * n_chains and result.force_evaluations <= budget
+    assert traj.n_frames == result.n_frames == 12 and result.force_evaluations <= budget
     log = np.genfromtxt(tmp_path / "workers.csv", delimiter=",", names=True)
-    assert log.dtype.names == ("step", "chain", "force_evaluations",
+    assert log.dtype.names == ("step", "chain", "method", "force_evaluations",
                                "potential_energy_kJ_per_mol", "reduced_energy_kT", "acceptance")
     np.testing.assert_array_equal(log["chain"], np.tile(np.arange(n_chains),
                                                         traj.n_frames // n_chains))
@@ -134,3 +133,45 @@ def test_chain_blow_up_in_a_worker_is_reported_with_readable_frames(tmp_path):
     assert os.path.dirname(failed) in str(info.value).rsplit("kept in", 1)[1]
     traj = mdtraj.load(failed, top=failed[:-4] + ".pdb")
     assert traj.n_frames >= 1 and np.all(np.isfinite(traj.xyz))
+
+
+def test_progress_bar_counts_force_evaluations(dw4, tmp_path, capsys):
+    run_sampler(dw4, method="digs", force_evals=900, out=str(tmp_path / "p.dcd"), n_frames=3,
+                seed=0, progress=True)
+    bars = re.findall(r"(\d+)/(\d+) \[[^\]]*evals/s\]", capsys.readouterr().err)
+    assert bars, "no progress bar in force evaluations"
+    done, total = map(int, bars[-1])
+    assert done == total and 800 < total <= 900
+
+
+def test_pt_budget_that_allows_few_frames_says_so(dw4, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="openmm_dikl.samplers.runner"):
+        result = run_sampler(dw4, method="pt", force_evals=20000, out=str(tmp_path / "pt.dcd"),
+                             n_frames=1000, seed=0, progress=False)
+    assert result.n_frames == 5  # 8 replicas x 500 steps per iteration: 5 iterations
+    assert "writing 5 frames, not the 1000 asked for" in caplog.text
+
+
+def test_digs_frames_log_the_energies_of_the_sampler_without_re_evaluating(dw4, tmp_path):
+    from openmm_dikl.samplers import runner
+    result = run_sampler(dw4, method="digs", force_evals=2000, out=str(tmp_path / "d.dcd"),
+                         n_frames=4, seed=0, progress=False, chains=2)
+    # 2 chains x (1 initialisation + 5 MALA steps) per sweep, + the starts: nothing for logging
+    assert result.force_evaluations == 2 + result.n_steps * 2 * 6
+    assert runner.method_options(dw4, "digs", {"alphas": [0.3]})["alphas"] == [0.3]
+
+
+def test_reading_chains_is_quiet(dw4, tmp_path, capfd):
+    run_sampler(dw4, method="mala", force_evals=600, out=str(tmp_path / "q.dcd"), n_frames=4,
+                seed=0, progress=False, chains=2, workers=2)
+    assert "dcdplugin" not in capfd.readouterr().err
+
+
+def test_exactly_the_frames_asked_for_when_chains_do_not_divide_them(dw4, tmp_path):
+    out = str(tmp_path / "f.dcd")
+    result = run_sampler(dw4, method="mala", force_evals=3000, out=out, n_frames=10, seed=0,
+                         progress=False, chains=4)
+    log = np.genfromtxt(tmp_path / "f.csv", delimiter=",", names=True)
+    assert result.n_frames == 10 == len(log)  # 3 reports; the last one writes chains 0 and 1
+    np.testing.assert_array_equal(log["chain"], [0, 1, 2, 3, 0, 1, 2, 3, 0, 1])
+    assert mdtraj.load(out, top=str(tmp_path / "f.pdb")).n_frames == 10

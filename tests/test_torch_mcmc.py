@@ -43,7 +43,7 @@ def test_leaves_gaussian_invariant(sampler_cls, kwargs):
     # final states of independent chains are independent draws
     _check_gaussian(result.samples[:, -1])
     _check_gaussian(result.samples[:, 0])
-    assert 0.45 < float(result.acceptance.mean()) < 0.8
+    assert 0.45 < float(result.acceptance["acceptance"].mean()) < 0.8
 
 
 def test_force_evaluation_count_and_frozen_step_after_burn_in():
@@ -52,11 +52,11 @@ def test_force_evaluation_count_and_frozen_step_after_burn_in():
     assert result.force_evaluations == 7 + 7 * 10 * 4
     assert result.samples.shape == (7, 7, 2)
     # adaptation happened during burn-in only: step sizes differ from the initial value ...
-    assert not torch.allclose(result.step_size, torch.full((7,), 0.2, dtype=torch.float64))
+    assert not torch.allclose(result.statistics["step_size"], torch.full((7,), 0.2, dtype=torch.float64))
     # ... and a run without burn-in never changes them
     sampler = MALA(gaussian, step_size=0.2, generator=torch.Generator().manual_seed(0))
     result = sampler.run(torch.zeros(5, 2, dtype=torch.float64), n_steps=20)
-    assert torch.equal(result.step_size, torch.full((5,), 0.2, dtype=torch.float64))
+    assert torch.equal(result.statistics["step_size"], torch.full((5,), 0.2, dtype=torch.float64))
     assert result.force_evaluations == 5 + 5 * 20
 
 
@@ -99,7 +99,7 @@ def test_validation():
 def test_energy_and_force_torch_twin_matches_autograd():
     target = systems.get("mog40")
     x = target.reference_samples(5, seed=1)
-    with energy_and_force(target) as fn:
+    with EnergyAndForce(target) as fn:
         u, f = fn(x)
         assert fn.n_evaluations == 5 and not fn.uses_bridge
     assert torch.allclose(u, target.reduced_energy(x))
@@ -109,7 +109,7 @@ def test_energy_and_force_torch_twin_matches_autograd():
 def test_energy_and_force_bridge_matches_finite_differences():
     target = systems.get("alanine_dipeptide_vacuum")
     x = torch.tensor(np.asarray(target.positions._value))[None]
-    with energy_and_force(target) as fn:
+    with EnergyAndForce(target) as fn:
         assert fn.uses_bridge
         u, f = fn(x)
         eps = 1e-6
@@ -156,7 +156,7 @@ def test_transformed_energy_internal_coordinates_gradient_and_value():
     noise = 0.002 * torch.randn((8, 22, 3), generator=torch.Generator().manual_seed(0),
                                 dtype=torch.float64)
     transform = InternalTransform.fit(ic, x + noise)
-    with energy_and_force(target) as fn, TransformedEnergy(fn, transform) as energy:
+    with EnergyAndForce(target) as fn, TransformedEnergy(fn, transform) as energy:
         z = energy.to_state(x + noise[:2])
         u_z, f_z = energy(z)
         # value: u(x(z)) − log|det ∂x/∂z|

@@ -32,6 +32,7 @@ def activation_class(activation):
 
 
 def check_positive_int(value, name, minimum=1):
+    """``value`` as an int, or ValueError naming ``name`` unless it is an integer >= ``minimum``."""
     if isinstance(value, bool) or int(value) != value or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)

@@ -153,12 +153,14 @@ class Sampler:
         """u(x) (n_chains,) in kT of a state."""
         return state[1]
 
+    @property
     def statistics(self):
-        """Running statistics of the current run (dict of str -> numpy array)."""
+        """Running statistics of the current run (dict of str -> numpy array or float)."""
         return {}
 
     def _acceptance(self):
-        return self.statistics()
+        """Acceptance statistics of the finished run for :attr:`ChainResult.acceptance`."""
+        return self.statistics
 
     def _details(self):
         return {}
@@ -214,6 +216,7 @@ class Sampler:
         bar = tqdm(total=math.ceil(total), disable=not progress, unit="evals",
                    desc=type(self).__name__)
         state = self._start(x0)
+        bar.update(self._force_evaluations - spent)
         initial_u = self._reduced_energies(state).clone()
         kept, kept_u = [], []
         for step in range(n_steps):
@@ -225,7 +228,7 @@ class Sampler:
                 kept_u.append(self._reduced_energies(state).clone())
             if callback is not None:
                 callback(step, self._positions(state), self._reduced_energies(state),
-                         self.statistics())
+                         self.statistics)
         bar.close()
         return ChainResult(
             n_steps=n_steps, force_evaluations=self._force_evaluations - spent,

@@ -8,6 +8,7 @@ the outputs are merged as the batched ``chains`` output is (frame ``i * chains +
 chain k at report i; the CSV's ``force_evaluations`` counts all chains).
 """
 import concurrent.futures
+import logging
 import multiprocessing
 import os
 import pickle
@@ -26,6 +27,8 @@ from .output import merge_chains
 from .runner import run_sampler
 
 __all__ = ["chain_seed", "run_chains_in_workers"]
+
+logger = logging.getLogger(__name__)
 
 
 def chain_seed(seed, chain):
@@ -112,6 +115,10 @@ def run_chains_in_workers(target, method, force_evals, out, seed, n_frames, plat
         raise ValueError(f"a budget of {force_evals} force evaluations is less than one per "
                          f"chain ({n_chains} chains)")
     starts = _chain_starts(positions, n_chains)
+    if n_frames % n_chains:
+        logger.warning("writing %d frames, not the %d asked for: every chain writes "
+                       "%d", max(1, n_frames // n_chains) * n_chains, n_frames,
+                       max(1, n_frames // n_chains))
     folder = tempfile.mkdtemp(prefix=".chains-", dir=os.path.dirname(os.path.abspath(out)))
     chain_outs = [os.path.join(folder, f"chain{k}.dcd") for k in range(n_chains)]
     try:

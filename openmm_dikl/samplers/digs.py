@@ -264,6 +264,7 @@ class DiGSSampler(Sampler):
                 counts["denoise_prob"][level] += float(prob_sum.mean()) / n_steps
         return y, uc - e_k, fc - f_k
 
+    @property
     def statistics(self):
         """Running ``init_acceptance`` and ``denoise_acceptance`` per level (NaN: none yet)."""
         counts = self._counts

@@ -33,6 +33,8 @@ __all__ = ["DiffusiveGibbsIntegrator"]
 logger = logging.getLogger(__name__)
 
 _DENOISERS = {"mala": 0, "ghmc": 1}
+#: Step size the integrator reports to OpenMM: one sweep counts as 1 fs of Context time.
+NOMINAL_TIMESTEP = 1.0 * unit.femtoseconds
 _NM2 = unit.nanometer ** 2
 
 
@@ -176,10 +178,19 @@ class DiffusiveGibbsIntegrator(ThermostatedIntegrator):
     **Constraints and virtual sites.**  DiGS samples every Cartesian degree of freedom,
     so Systems with constraints or virtual sites are not supported.  The integrator
     cannot see the System when it is built: check it with :meth:`check_system` (or
-    :func:`openmm_dikl.systems.user.check_samplable`).  The first step on a new Context
+    :func:`openmm_dikl.units.check_samplable`).  The first step on a new Context
     also tests for constraints (it perturbs the positions, applies the constraint
     algorithm and checks whether anything moved); if it finds any, the step leaves the
     positions unchanged and :meth:`step` raises ``ValueError``.
+
+    **Reporters.**  DiGS has no physical time: the integrator's step size is a nominal
+    :data:`NOMINAL_TIMESTEP` (1 fs), so the Context's time counts sweeps (``Time (ps)`` of
+    ``StateDataReporter`` is sweeps / 1000, its ``Speed`` nominal ns/day, i.e. sweeps per
+    day / 10⁶).  After every sweep the velocities are drawn from the Maxwell–Boltzmann
+    distribution at ``kT`` (with the MALA denoiser; GHMC keeps its own momenta), which
+    leaves the positions' chain unchanged and makes the reported temperature that of the
+    integrator (it fluctuates around T).  Potential energies are those of the sampled
+    configurations.
 
     **Global variables** (read with ``getGlobalVariableByName``; k = 0 … n_levels − 1)
 
@@ -270,7 +281,7 @@ class DiffusiveGibbsIntegrator(ThermostatedIntegrator):
         if not 0.0 <= momentum_retention < 1.0:
             raise ValueError(f"momentum_retention must lie in [0, 1), got {momentum_retention}")
 
-        super().__init__(kelvin * unit.kelvin, 0.0 * unit.picoseconds)
+        super().__init__(kelvin * unit.kelvin, NOMINAL_TIMESTEP)
         n_levels = alphas.size
         ghmc = denoiser == "ghmc"
 
@@ -376,6 +387,9 @@ class DiffusiveGibbsIntegrator(ThermostatedIntegrator):
                                   f"denoise_proposed_{k} + delta(level - {k})*n_denoise_steps")
         # ---- advance the schedule ------------------------------------------------------
         self.addComputeGlobal("level", "(level + 1)*(1 - delta(level + 1 - n_levels))")
+        # ---- reporter-facing velocities: Maxwell-Boltzmann at kT (positions unaffected) --
+        if not ghmc:
+            self.addComputePerDof("v", "sqrt(kT/m)*gaussian")
         self.endBlock()
 
     # ------------------------------------------------------------------ program pieces

@@ -19,6 +19,7 @@ counted per configuration: a call on a batch of B configurations counts B.
 >>> bool(abs(result.samples.var() - 1.0) < 0.1)
 True
 """
+import numpy as np
 import torch
 
 from .base import Sampler
@@ -65,12 +66,21 @@ class _AdaptiveMCMC(Sampler):
             self._n_counted += 1
         return x, u, f
 
+    def _per_chain_acceptance(self):
+        if self._prob_sum is None or not self._n_counted:
+            n = 0 if self._prob_sum is None else len(self._prob_sum)
+            return np.full(n, np.nan)
+        return (self._prob_sum / self._n_counted).numpy()
+
+    @property
     def statistics(self):
-        """Running mean acceptance probability per chain after burn-in (``acceptance``)."""
-        if self._prob_sum is None:
-            return {"acceptance": torch.zeros(0).numpy()}
-        return {"acceptance": (self._prob_sum / self._n_counted).numpy() if self._n_counted
-                else torch.full_like(self._prob_sum, float("nan")).numpy()}
+        """Running mean acceptance probability after burn-in, averaged over chains."""
+        per_chain = self._per_chain_acceptance()
+        return {"acceptance": np.float64(per_chain.mean()) if per_chain.size else np.nan}
+
+    def _acceptance(self):
+        """Mean acceptance probability per chain after burn-in (n_chains,)."""
+        return {"acceptance": self._per_chain_acceptance()}
 
     def _details(self):
         return {"step_size": self.step_size.clone()}

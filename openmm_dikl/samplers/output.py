@@ -1,7 +1,7 @@
 """What a sampling run writes: DCD frames, a topology PDB and a CSV log, flushed per frame.
 
-The CSV has one row per frame: ``step``, ``chain``, ``force_evaluations`` (all chains
-so far), ``potential_energy_kJ_per_mol``, ``reduced_energy_kT`` and one numeric column
+The CSV has one row per frame: ``step``, ``chain``, ``method``, ``force_evaluations``
+(all chains so far), ``potential_energy_kJ_per_mol``, ``reduced_energy_kT`` and one numeric column
 per statistic of the sampler (``init_acceptance_0`` for level 0 of DiGS, ``acceptance``
 for MALA / HMC, ``exchange_acceptance_0`` for the first replica pair of parallel
 tempering; ``nan`` before a statistic is counted).
@@ -14,11 +14,12 @@ import numpy as np
 from mdtraj.formats import DCDTrajectoryFile
 from openmm import app, unit
 
+from ..io import quiet_stderr
 from .base import SamplingError
 
 __all__ = ["TrajectoryWriter", "output_paths", "merge_chains", "check_writable"]
 
-_FIXED_COLUMNS = ["step", "chain", "force_evaluations", "potential_energy_kJ_per_mol",
+_FIXED_COLUMNS = ["step", "chain", "method", "force_evaluations", "potential_energy_kJ_per_mol",
                   "reduced_energy_kT"]
 
 
@@ -95,7 +96,8 @@ class TrajectoryWriter:
         self._dcd.writeModel(xyz * unit.nanometer)
         self._dcd_handle.flush()
         self.frames += 1
-        self._log.writerow([step, chain, int(evaluations), f"{reduced_energy * self.kt:.6f}",
+        self._log.writerow([step, chain, self.method, int(evaluations),
+                            f"{reduced_energy * self.kt:.6f}",
                             f"{reduced_energy:.6f}"] + [f"{v:.6g}" for _, v in values])
         self._log_handle.flush()
 
@@ -120,7 +122,7 @@ def merge_chains(target, chain_outs, out):
     n_chains = len(chain_outs)
     frames, rows = [], []
     for path in chain_outs:
-        with DCDTrajectoryFile(path) as handle:
+        with quiet_stderr(), DCDTrajectoryFile(path) as handle:
             frames.append(handle.read()[0])  # (n_frames, n_atoms, 3) float32, Å
         with open(os.path.splitext(path)[0] + ".csv", newline="") as handle:
             reader = csv.reader(handle)

@@ -17,9 +17,9 @@ chains for molecules), and the caller's options, each overriding the one before.
 
 Frames.  ``n_frames`` is the total number of frames written: with ``chains`` chains
 every report writes one frame per chain (frame ``i * chains + k`` is chain k at report
-i), so a run makes ``n_frames // chains`` reports, evenly spaced, and writes
-``chains * (n_frames // chains)`` frames.  When the budget or the chain count does not
-allow the number asked for, the run says so in a warning and writes what it can.
+i), at ceil(n_frames / chains) evenly spaced reports, the last of which writes only the
+first chains if ``chains`` does not divide ``n_frames``.  When the budget has fewer steps
+than reports, the run says so in a warning and writes one report per step.
 """
 import logging
 import math
@@ -280,12 +280,11 @@ def frame_schedule(force_evals, per_step, n_frames, n_chains, what):
     if n_steps < 1:
         raise ValueError(f"a budget of {force_evals:g} force evaluations is less than one "
                          f"{what} ({per_step:g} evaluations)")
-    n_reports = max(1, n_frames // n_chains)
+    n_reports = -(-n_frames // n_chains)  # the last report may write fewer chains
     if n_reports > n_steps:
         n_reports = n_steps
-    if n_reports * n_chains != n_frames:
-        logger.warning("writing %d frames, not the %d asked for: the budget allows %d %s(s) "
-                       "of %d chain(s), and each report writes one frame per chain",
+        logger.warning("writing %d frames, not the %d asked for: the budget allows only %d "
+                       "%s(s), and a report writes one frame per chain (%d chain(s))",
                        n_reports * n_chains, n_frames, n_steps, what, n_chains)
     return n_steps, n_steps // n_reports, n_reports
 
@@ -375,7 +374,7 @@ def _run_torch(target, method, force_evals, out, seed, n_frames, platform, start
         per_step = sampler.force_evaluations_per_step * n_chains
         n_steps, interval, n_reports = frame_schedule(
             force_evals - n_chains, per_step, n_frames, n_chains,
-            f"step of {method} on {n_chains} chain(s)")
+            f"step of {method} (all chains)")
         writer = TrajectoryWriter(target, out, interval, method)
         try:
             writer.write_topology(target.to_openmm_positions(x0[0].numpy()))
@@ -384,7 +383,7 @@ def _run_torch(target, method, force_evals, out, seed, n_frames, platform, start
                 step += 1
                 if step % interval == 0 and step // interval <= n_reports:
                     evaluations = n_chains + round(step * per_step)
-                    for k in range(n_chains):
+                    for k in range(min(n_chains, n_frames - writer.frames)):
                         writer.write(step, evaluations, x[k].detach().numpy(), float(u[k]),
                                      stats, chain=k)
             result = sampler.run(x0, n_steps, burn_in=min(1000, n_steps // 10), progress=progress,

@@ -1,6 +1,6 @@
 """The n-body and toy targets of the DiGS / DiKL papers: DW-4, LJ-13, LJ-55, MW-32, MoG-40.
 
-Energies follow ``spec/systems.md`` exactly, in the papers' dimensionless units mapped
+Energies follow ``docs/systems.md`` exactly, in the papers' dimensionless units mapped
 to OpenMM as 1 length unit = 1 nm, 1 energy unit = 1 kJ/mol and T = 1 kJ/mol / R
 (≈ 120.27 K), so the reduced energy u equals the papers' energy.  Every target is built
 twice from one definition: a torch function (the *twin*) and an ``openmm.System``.
