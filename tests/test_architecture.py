@@ -160,3 +160,32 @@ def test_docs_cite_the_projects_own_files():
             if re.search(r"\bspec/\w+\.md|\.\./shared", line):
                 offenders.append(f"{path.name}:{number}")
     assert not offenders, offenders
+
+
+def test_public_api_resolves_and_importing_has_no_side_effects():
+    import subprocess
+    import sys
+    code = ("import logging, openmm_dikl as o; before = logging.getLogger('pymbar').level; "
+            "names = [getattr(o, n) for n in o.__all__]; "
+            "from openmm_dikl import NeuralSampler, CheckpointError, SamplingError, ChainResult; "
+            "assert issubclass(CheckpointError, ValueError) and issubclass(SamplingError, RuntimeError); "
+            "print(before, logging.getLogger('pymbar').level, len(names))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    before, after, n = result.stdout.split()
+    assert before == after == "0" and int(n) > 30  # pymbar's logger untouched (NOTSET)
+
+
+def test_counters_are_properties():
+    from openmm_dikl.samplers import (HMC, MALA, DiffusiveGibbsIntegrator, DiffusiveGibbsMove,
+                                      DiGSSampler, Sampler)
+    for cls, names in ((Sampler, ("force_evaluations", "force_evaluations_per_step",
+                                  "statistics")),
+                       (MALA, ("force_evaluations_per_step",)), (HMC, ("force_evaluations_per_step",)),
+                       (DiGSSampler, ("force_evaluations_per_step", "statistics")),
+                       (DiffusiveGibbsIntegrator, ("acceptance_counts", "acceptance_rates",
+                                                   "force_evaluations_per_step")),
+                       (DiffusiveGibbsMove, ("acceptance_rates", "statistics"))):
+        for name in names:
+            assert isinstance(getattr(cls, name), property), f"{cls.__name__}.{name}"

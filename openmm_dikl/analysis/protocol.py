@@ -153,19 +153,14 @@ def evaluate_samples(target, samples, n_eval=PROTOCOL_N_EVAL, n_repeats=5, seed=
     """
     n_eval, n_repeats = _check_protocol(n_eval, n_repeats)
     model = _samples(samples, "samples")
-    ref = _samples(target.reference_samples() if reference is None else reference, "reference")
-    shape = (target.n_particles, target.spatial_dim)
-    if model.shape[1:] != shape or ref.shape[1:] != shape:
-        raise ValueError(f"samples and reference must have shape (n, {shape[0]}, {shape[1]}), "
-                         f"got {model.shape} and {ref.shape}")
-    if len(model) < n_eval or len(ref) < n_eval:
-        raise ValueError(f"need at least n_eval={n_eval} model and reference samples, got "
-                         f"{len(model)} and {len(ref)} (protocol_n_eval scales n_eval down)")
-    if centre is None:
-        centre = target.translation_invariant
+    ref = _reference(target, reference, n_eval)
+    if model.shape[1:] != ref.shape[1:] or len(model) < n_eval:
+        raise ValueError(f"need at least n_eval={n_eval} samples of shape (n, "
+                         f"{target.n_particles}, {target.spatial_dim}), got {model.shape} "
+                         "(protocol_n_eval scales n_eval down)")
+    centre = target.translation_invariant if centre is None else centre
     rng = np.random.default_rng(seed)
-    u_model_all = _energies(target, model)
-    u_ref_all = _energies(target, ref)
+    u_model_all, u_ref_all = _energies(target, model), _energies(target, ref)
     rows = []
     for _ in range(n_repeats):
         i = rng.choice(len(model), n_eval, replace=False)
@@ -174,6 +169,18 @@ def evaluate_samples(target, samples, n_eval=PROTOCOL_N_EVAL, n_repeats=5, seed=
                              bins, out_of_range))
     return _summarise(rows, {"n_eval": n_eval, "n_repeats": n_repeats, "centre": bool(centre)},
                       return_values)
+
+
+def _reference(target, reference, n_needed, rule="n_eval = "):
+    """The reference set (n, n_particles, spatial_dim) nm, checked for shape and size."""
+    ref = _samples(target.reference_samples() if reference is None else reference, "reference")
+    if ref.shape[1:] != (target.n_particles, target.spatial_dim):
+        raise ValueError(f"reference must have shape (n, {target.n_particles}, "
+                         f"{target.spatial_dim}), got {ref.shape}")
+    if len(ref) < n_needed:
+        raise ValueError(f"need at least {rule}{n_needed} reference samples, got {len(ref)} "
+                         "(protocol_n_eval scales n_eval down)")
+    return ref
 
 
 def noise_floor(target, n_eval=PROTOCOL_N_EVAL, n_repeats=5, seed=0, reference=None, centre=None,
@@ -208,15 +215,8 @@ def noise_floor(target, n_eval=PROTOCOL_N_EVAL, n_repeats=5, seed=0, reference=N
     chain) make the floor slightly optimistic compared with two independent sets.
     """
     n_eval, n_repeats = _check_protocol(n_eval, n_repeats)
-    ref = _samples(target.reference_samples() if reference is None else reference, "reference")
-    if ref.shape[1:] != (target.n_particles, target.spatial_dim):
-        raise ValueError(f"reference must have shape (n, {target.n_particles}, "
-                         f"{target.spatial_dim}), got {ref.shape}")
-    if len(ref) < 2 * n_eval:
-        raise ValueError(f"need at least 2 * n_eval = {2 * n_eval} reference samples, got "
-                         f"{len(ref)}")
-    if centre is None:
-        centre = target.translation_invariant
+    ref = _reference(target, reference, 2 * n_eval, "2 * n_eval = ")
+    centre = target.translation_invariant if centre is None else centre
     rng = np.random.default_rng(seed)
     u_all = _energies(target, ref)
     rows = []

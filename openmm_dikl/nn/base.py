@@ -14,7 +14,7 @@ from torch import nn
 from ..geometry import remove_mean
 
 __all__ = ["Configurable", "atom_type_features", "sinusoidal_embedding", "activation_class",
-           "check_positive_int", "mlp", "latent_sample"]
+           "check_positive_int", "check_score_sizes", "mlp", "latent_sample"]
 
 
 def activation_class(activation):
@@ -36,6 +36,24 @@ def check_positive_int(value, name, minimum=1):
     if isinstance(value, bool) or int(value) != value or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_score_sizes(n_particles, spatial_dim, hidden, n_layers, time_embedding_dim,
+                      min_particles=1):
+    """Validated (n_particles, spatial_dim, time_embedding_dim) of a score network.
+
+    Raises ValueError naming the argument for non-integers, values below their minimum
+    (``min_particles`` particles, 1 for the others, 2 for the embedding) and an odd
+    ``time_embedding_dim``.
+    """
+    n_particles = check_positive_int(n_particles, "n_particles", minimum=min_particles)
+    spatial_dim = check_positive_int(spatial_dim, "spatial_dim")
+    check_positive_int(hidden, "hidden")
+    check_positive_int(n_layers, "n_layers")
+    time_embedding_dim = check_positive_int(time_embedding_dim, "time_embedding_dim", 2)
+    if time_embedding_dim % 2:
+        raise ValueError(f"time_embedding_dim must be even, got {time_embedding_dim}")
+    return n_particles, spatial_dim, time_embedding_dim
 
 
 def mlp(sizes, activation, final_activation=False):

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from ..geometry import remove_mean
-from .base import (Configurable, activation_class, check_positive_int, latent_sample, mlp,
-                   sinusoidal_embedding)
+from .base import (Configurable, activation_class, check_positive_int, check_score_sizes,
+                   latent_sample, mlp, sinusoidal_embedding)
 
 __all__ = ["MLPGenerator", "MLPScore"]
 
@@ -113,13 +113,8 @@ class MLPScore(Configurable):
     def __init__(self, n_particles, spatial_dim, hidden=256, n_layers=3, time_embedding_dim=16,
                  activation=nn.SiLU, centre=False):
         super().__init__()
-        self.n_particles = check_positive_int(n_particles, "n_particles")
-        self.spatial_dim = check_positive_int(spatial_dim, "spatial_dim")
-        check_positive_int(hidden, "hidden")
-        check_positive_int(n_layers, "n_layers")
-        time_embedding_dim = check_positive_int(time_embedding_dim, "time_embedding_dim", 2)
-        if time_embedding_dim % 2:
-            raise ValueError(f"time_embedding_dim must be even, got {time_embedding_dim}")
+        self.n_particles, self.spatial_dim, time_embedding_dim = check_score_sizes(
+            n_particles, spatial_dim, hidden, n_layers, time_embedding_dim)
         act = activation_class(activation)
         dim = self.n_particles * self.spatial_dim
         self.time_embedding_dim = time_embedding_dim

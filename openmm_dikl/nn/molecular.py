@@ -19,7 +19,7 @@ from torch import nn
 from ..geometry import remove_mean
 from ..internal import InternalCoordinates, alanine_dipeptide_zmatrix
 from .base import (Configurable, activation_class, atom_type_features, check_positive_int,
-                   latent_sample, mlp, sinusoidal_embedding)
+                   check_score_sizes, latent_sample, mlp, sinusoidal_embedding)
 
 __all__ = ["InternalCoordinateGenerator", "FrameMLPScore", "PairScore", "atom_identity_features",
            "quaternion_rotation", "group_frame"]
@@ -384,13 +384,9 @@ class PairScore(Configurable):
     def __init__(self, n_particles, spatial_dim=3, hidden=256, n_layers=3, reference=None,
                  length_scale=0.05, time_embedding_dim=16, activation=nn.SiLU):
         super().__init__()
-        self.n_particles = check_positive_int(n_particles, "n_particles", minimum=2)
-        self.spatial_dim = check_positive_int(spatial_dim, "spatial_dim")
-        check_positive_int(hidden, "hidden")
-        check_positive_int(n_layers, "n_layers")
-        time_embedding_dim = check_positive_int(time_embedding_dim, "time_embedding_dim", 2)
-        if time_embedding_dim % 2:
-            raise ValueError(f"time_embedding_dim must be even, got {time_embedding_dim}")
+        self.n_particles, self.spatial_dim, time_embedding_dim = check_score_sizes(
+            n_particles, spatial_dim, hidden, n_layers, time_embedding_dim,
+            min_particles=2)
         if not (np.isfinite(length_scale) and length_scale > 0):
             raise ValueError(f"length_scale must be positive (nm), got {length_scale!r}")
         act = activation_class(activation)
