@@ -100,7 +100,7 @@ def run_mala(target, budget, n_chains, seed):
     finally:
         sampler.close()
     return (result.samples.reshape(-1, 16, 2).numpy(), result.force_evaluations,
-            f"{float(result.acceptance["acceptance"].mean()):.3f}")
+            f"{float(result.acceptance['acceptance'].mean()):.3f}")
 
 
 def main(argv=None):

@@ -74,11 +74,14 @@ from openmm import unit
 
 from openmm_dikl import systems
 from openmm_dikl.analysis import metrics
-from openmm_dikl.samplers import DiGSSampler, GaussianKernel, TorsionalKernel
-from openmm_dikl.internal import (ALANINE_PHI, ALANINE_PSI, InternalCoordinates,
-                                  InternalTransform, dihedral, wrap_angle)
-from openmm_dikl.samplers import ParallelTempering, geometric_temperatures
-from openmm_dikl.samplers import HMC, MALA, TransformedEnergy, energy_and_force
+from openmm_dikl.energy import EnergyAndForce, TransformedEnergy
+from openmm_dikl.geometry import dihedral, wrap_angle
+from openmm_dikl.internal import InternalCoordinates, InternalTransform
+from openmm_dikl.samplers import (HMC, MALA, DiGSSampler, GaussianKernel, ParallelTempering,
+                                  TorsionalKernel, geometric_temperatures)
+
+_ALA2 = systems.get("alanine_dipeptide_implicit")
+ALANINE_PHI, ALANINE_PSI = tuple(_ALA2.torsions["phi"][0]), tuple(_ALA2.torsions["psi"][0])
 
 CORE_A = (-170.0, -30.0)
 CORE_B = (30.0, 130.0)
@@ -190,7 +193,7 @@ def run_mcmc(kind, coordinates):
         n_chains = starts.shape[0]
         fn, x0, angles = energy, starts, phi_psi
         if coordinates == "internal":
-            ic = InternalCoordinates.alanine_dipeptide(target.topology)
+            ic = InternalCoordinates.from_target(target)
             transform = InternalTransform.fit(ic, starts)
             fn = TransformedEnergy(energy, transform)
             x0, angles = fn.to_state(starts), internal_angles(ic, transform)
@@ -205,8 +208,8 @@ def run_mcmc(kind, coordinates):
         burn = BURN_IN[kind]
         n_steps = max(budget // (n_chains * per_step), burn + 1)
         result = sampler.run(x0, n_steps, burn_in=burn, keep_samples=False,
-                             callback=lambda i, x, u: counter.update(angles(x)) if i >= burn else None)
-        h = result.step_size
+                             callback=lambda i, x, u, st: counter.update(angles(x)) if i >= burn else None)
+        h = result.statistics["step_size"]
         return counter, result.force_evaluations, {
             "accept": float(result.acceptance["acceptance"].mean()),
             "step": f"{float(h.median()):.3g} (chains {float(h.min()):.3g}-{float(h.max()):.3g})"}
@@ -218,7 +221,7 @@ def run_digs(make_kernel, n_denoise, transform=False):
         n_chains = starts.shape[0]
         options = {}
         if transform:
-            ic = InternalCoordinates.alanine_dipeptide(target.topology)
+            ic = InternalCoordinates.from_target(target)
             options["transform"] = InternalTransform.fit(ic, starts)
             step = 1e-3  # standardised coordinates
         else:
@@ -231,18 +234,19 @@ def run_digs(make_kernel, n_denoise, transform=False):
         per_sweep = 1 + float(np.mean(n_denoise))
         n_sweeps = max(int(budget // (n_chains * per_sweep)), burn + 1)
         result = sampler.run(starts, n_sweeps, burn_in=burn, keep_samples=False, progress=False,
-                             callback=lambda s, x, st: counter.update(phi_psi(x)) if s >= burn else None)
-        stats = result.statistics
-        return counter, stats["force_evaluations"], {
-            "accept": "/".join(f"{a:.3f}" for a in stats["init_acceptance"]),
-            "denoise accept": float(np.nanmean(stats["denoise_acceptance"]))
+                             callback=lambda s, x, u, st: counter.update(phi_psi(x)) if s >= burn else None)
+        stats, rates = result.statistics, result.acceptance
+        return counter, result.force_evaluations, {
+            "accept": "/".join(f"{a:.3f}" for a in rates["init_acceptance"]),
+            "denoise accept": float(np.nanmean(rates["denoise_acceptance"]))
             if np.any(n_denoise) else float("nan"),
             "levels": "; ".join(stats["levels"])}
     return run
 
 
 def _torsional(*sigma_rows):
-    return lambda: TorsionalKernel.alanine_dipeptide(list(sigma_rows))
+    return lambda: TorsionalKernel.from_topology(_ALA2.topology, [ALANINE_PHI, ALANINE_PSI],
+                                                 list(sigma_rows))
 
 
 # name -> (coordinates, runner).  DiGS rows: kernel levels (σ in rad for torsional

@@ -6,8 +6,9 @@ atom i from three already placed atoms (c, b, a): bond length r = |x_i − x_c|,
 internal coordinates: the six rigid-body degrees of freedom (translation of the first
 root, orientation of the root triangle) are held in a separate *reference frame*.
 
-For alanine dipeptide (22 atoms) :func:`alanine_dipeptide_zmatrix` gives the 60
-coordinates (21 bonds, 20 angles, 19 dihedrals) used by the DiGS paper (following FAB /
+For alanine dipeptide (22 atoms) the Z-matrix registered with the system
+(:attr:`TargetSystem.zmatrix`, from
+:func:`openmm_dikl.systems.alanine.alanine_dipeptide_zmatrix`) gives the 60 coordinates (21 bonds, 20 angles, 19 dihedrals) used by the DiGS paper (following FAB /
 boltzgen).  Roots are N, Cα, C of the alanine residue; the backbone dihedrals are
 coordinates themselves, with the mdtraj conventions
 
@@ -38,7 +39,7 @@ exact for the wrapped chain.
 >>> from openmm_dikl import systems
 >>> from openmm_dikl.internal import InternalCoordinates
 >>> target = systems.get("alanine_dipeptide_vacuum")
->>> ic = InternalCoordinates.alanine_dipeptide(target.topology)
+>>> ic = InternalCoordinates.from_target(target)
 >>> x = torch.tensor(target.positions._value)[None]
 >>> q, log_det = ic.to_internal(x)
 >>> tuple(q.shape), ic.n_bonds, ic.n_angles, ic.n_dihedrals
@@ -47,45 +48,12 @@ exact for the wrapped chain.
 >>> bool(torch.allclose(ic.to_cartesian(q, frame), x, atol=1e-10))
 True
 """
-import math
 
 import torch
 
 from .geometry import angle, dihedral, unit_vector, wrap_angle
 
-__all__ = ["InternalCoordinates", "InternalTransform", "alanine_dipeptide_zmatrix"]
-
-# (residue, atom name) of the roots and of each placed atom with its (bond, angle,
-# dihedral) references.  Order matters: references are always placed earlier.
-_ALA2_ROOTS = (("ALA", "N"), ("ALA", "CA"), ("ALA", "C"))
-_ALA2_PLACED = (
-    (("ACE", "C"), ("ALA", "N"), ("ALA", "CA"), ("ALA", "C")),      # φ
-    (("NME", "N"), ("ALA", "C"), ("ALA", "CA"), ("ALA", "N")),      # ψ
-    (("ACE", "O"), ("ACE", "C"), ("ALA", "N"), ("ALA", "CA")),
-    (("ACE", "CH3"), ("ACE", "C"), ("ALA", "N"), ("ACE", "O")),
-    (("ALA", "H"), ("ALA", "N"), ("ALA", "CA"), ("ACE", "C")),
-    (("ACE", "H1"), ("ACE", "CH3"), ("ACE", "C"), ("ALA", "N")),
-    (("ACE", "H2"), ("ACE", "CH3"), ("ACE", "C"), ("ACE", "H1")),
-    (("ACE", "H3"), ("ACE", "CH3"), ("ACE", "C"), ("ACE", "H1")),
-    (("ALA", "CB"), ("ALA", "CA"), ("ALA", "N"), ("ALA", "C")),
-    (("ALA", "HA"), ("ALA", "CA"), ("ALA", "N"), ("ALA", "CB")),
-    (("ALA", "HB1"), ("ALA", "CB"), ("ALA", "CA"), ("ALA", "N")),
-    (("ALA", "HB2"), ("ALA", "CB"), ("ALA", "CA"), ("ALA", "HB1")),
-    (("ALA", "HB3"), ("ALA", "CB"), ("ALA", "CA"), ("ALA", "HB1")),
-    (("ALA", "O"), ("ALA", "C"), ("ALA", "CA"), ("NME", "N")),
-    (("NME", "C"), ("NME", "N"), ("ALA", "C"), ("ALA", "CA")),
-    (("NME", "H"), ("NME", "N"), ("ALA", "C"), ("NME", "C")),
-    (("NME", "H1"), ("NME", "C"), ("NME", "N"), ("ALA", "C")),
-    (("NME", "H2"), ("NME", "C"), ("NME", "N"), ("NME", "H1")),
-    (("NME", "H3"), ("NME", "C"), ("NME", "N"), ("NME", "H1")),
-)
-# Atom names differ between PDB conventions (prmtop vs. PDB): accepted aliases.
-_ALIASES = {("NME", "C"): ("CH3",), ("ALA", "HB1"): ("1HB",), ("ALA", "HB2"): ("2HB",),
-            ("ALA", "HB3"): ("3HB",)}
-for _res in ("ACE", "NME"):
-    for _k in (1, 2, 3):
-        _ALIASES[(_res, f"H{_k}")] = (f"HH3{_k}", f"{_k}HH3")
-
+__all__ = ["InternalCoordinates", "InternalTransform"]
 
 def _place(a, b, c, r, theta, tau):
     """NeRF: the point d with |d − c| = r, ∠(d, c, b) = θ, dihedral(d, c, b, a) = τ."""
@@ -96,48 +64,9 @@ def _place(a, b, c, r, theta, tau):
     return (c - rt * torch.cos(theta)[..., None] * bc
             + rt * (torch.sin(theta) * torch.cos(tau))[..., None] * m
             + rt * (torch.sin(theta) * torch.sin(tau))[..., None] * n)
-
-
-def alanine_dipeptide_zmatrix(topology):
-    """The alanine dipeptide Z-matrix as atom indices.
-
-    Parameters
-    ----------
-    topology : openmm.app.Topology
-        Topology whose atom order to use (names are looked up per residue, with the
-        common PDB aliases).
-
-    Returns
-    -------
-    roots : tuple of int
-        (N, Cα, C) of the alanine residue.
-    placed : list of tuple of int
-        (atom, bond ref, angle ref, dihedral ref) for the 19 other atoms.
-
-    Raises
-    ------
-    ValueError
-        If the topology is not ACE-ALA-NME with 22 atoms.
-    """
-    if topology is None:
-        raise ValueError("alanine_dipeptide_zmatrix needs the topology (e.g. "
-                         "systems.get('alanine_dipeptide_vacuum').topology)")
-    lookup = {}
-    for atom in topology.atoms():
-        lookup[(atom.residue.name, atom.name)] = atom.index
-    if topology.getNumAtoms() != 22:
-        raise ValueError(f"alanine dipeptide has 22 atoms, the topology has {topology.getNumAtoms()}")
-
-    def index(key):
-        for name in (key[1],) + _ALIASES.get(key, ()):
-            if (key[0], name) in lookup:
-                return lookup[(key[0], name)]
-        raise ValueError(f"atom {key[1]} of residue {key[0]} not found in the topology "
-                         "(expected ACE-ALA-NME alanine dipeptide)")
-
-    roots = tuple(index(k) for k in _ALA2_ROOTS)
-    placed = [tuple(index(k) for k in row) for row in _ALA2_PLACED]
-    return roots, placed
+#: Z-matrix rows whose dihedral is φ (row 0) and ψ (row 1), and the three methyl rotors.
+ZMATRIX_BACKBONE_ROWS = (0, 1)
+ZMATRIX_ROTOR_ROWS = (5, 10, 16)
 
 
 class InternalCoordinates:
@@ -199,10 +128,18 @@ class InternalCoordinates:
         self._rows = torch.tensor(placed, dtype=torch.long).reshape(-1, 4)
 
     @classmethod
-    def alanine_dipeptide(cls, topology):
-        """The 60-coordinate Z-matrix of alanine dipeptide (see :func:`alanine_dipeptide_zmatrix`)."""
-        roots, placed = alanine_dipeptide_zmatrix(topology)
-        return cls(roots, placed, 22)
+    def from_target(cls, target):
+        """The Z-matrix registered with a target (``target.zmatrix``: roots, placed rows).
+
+        Raises
+        ------
+        ValueError
+            If the target has no Z-matrix (only molecules with one registered do).
+        """
+        if target.zmatrix is None:
+            raise ValueError(f"system {target.name!r} has no Z-matrix registered")
+        roots, placed = target.zmatrix
+        return cls(roots, placed, target.n_particles)
 
     def coordinate_index(self, atoms):
         """Index in q of the dihedral whose Z-matrix row is ``atoms`` (4 ints, either order).

@@ -151,7 +151,7 @@ def test_torsional_proposal_sets_dihedrals_exactly():
     wanted = theta_tilde + 2.0 * torch.randn(theta_tilde.shape, generator=g, dtype=torch.float64)
     err = torch.remainder(kernel.angles(x_new) - wanted + math.pi, 2 * math.pi) - math.pi
     assert float(err.abs().max()) < 1e-10
-    ic = InternalCoordinates.alanine_dipeptide(target.topology)
+    ic = InternalCoordinates.from_target(target)
     dq = ic.to_internal(x_new)[0] - ic.to_internal(x)[0]
     dq[:, ic.dihedral_index] = torch.remainder(dq[:, ic.dihedral_index] + math.pi, 2 * math.pi) - math.pi
     changed = set(torch.nonzero(dq.abs().amax(0) > 1e-9).ravel().tolist())

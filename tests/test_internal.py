@@ -9,7 +9,8 @@ from openmm import app
 
 from openmm_dikl import systems
 from openmm_dikl.geometry import dihedral, wrap_angle
-from openmm_dikl.internal import InternalCoordinates, InternalTransform, alanine_dipeptide_zmatrix
+from openmm_dikl.internal import InternalCoordinates, InternalTransform
+from openmm_dikl.systems.alanine import alanine_dipeptide_zmatrix
 
 _TORSIONS = systems.get("alanine_dipeptide_vacuum").torsions
 ALANINE_PHI, ALANINE_PSI = tuple(_TORSIONS["phi"][0]), tuple(_TORSIONS["psi"][0])
@@ -37,7 +38,7 @@ def _skew(w):
 
 
 def test_counts_and_zmatrix_from_topology(target):
-    ic = InternalCoordinates.alanine_dipeptide(target.topology)
+    ic = InternalCoordinates.from_target(target)
     assert (ic.n_internal, ic.n_bonds, ic.n_angles, ic.n_dihedrals) == (60, 21, 20, 19)
     pdb_topology = app.PDBFile(systems.shipped_path("alanine_dipeptide.pdb")).topology
     assert alanine_dipeptide_zmatrix(pdb_topology) == alanine_dipeptide_zmatrix(target.topology)
@@ -47,7 +48,7 @@ def test_counts_and_zmatrix_from_topology(target):
 
 
 def test_round_trip(target, configs):
-    ic = InternalCoordinates.alanine_dipeptide(target.topology)
+    ic = InternalCoordinates.from_target(target)
     q, _ = ic.to_internal(configs)
     x = ic.to_cartesian(q, ic.frame(configs))
     assert torch.allclose(x, configs, atol=1e-10)
@@ -61,7 +62,7 @@ def test_round_trip(target, configs):
 
 
 def test_phi_psi_match_mdtraj(target, configs):
-    ic = InternalCoordinates.alanine_dipeptide(target.topology)
+    ic = InternalCoordinates.from_target(target)
     q, _ = ic.to_internal(configs)
     traj = target.to_mdtraj(configs.numpy())
     phi_idx, phi = mdtraj.compute_phi(traj)
@@ -75,7 +76,7 @@ def test_phi_psi_match_mdtraj(target, configs):
 
 def test_log_det_matches_autograd_jacobian(target, configs):
     """log|det ∂x/∂(q, rotation, translation)| at the identity rotation = returned log det."""
-    ic = InternalCoordinates.alanine_dipeptide(target.topology)
+    ic = InternalCoordinates.from_target(target)
     q, log_det = ic.to_internal(configs[:3])
     rotation, translation = ic.frame(configs[:3])
     for b in range(3):
@@ -90,7 +91,7 @@ def test_log_det_matches_autograd_jacobian(target, configs):
 
 
 def test_changing_phi_rotates_the_acetyl_side_rigidly(target, configs):
-    ic = InternalCoordinates.alanine_dipeptide(target.topology)
+    ic = InternalCoordinates.from_target(target)
     q, _ = ic.to_internal(configs[:1])
     x = ic.to_cartesian(q)
     for quad, moved in ((ALANINE_PHI, {0, 1, 2, 3, 4, 5, 7}),
@@ -105,7 +106,7 @@ def test_changing_phi_rotates_the_acetyl_side_rigidly(target, configs):
 
 
 def test_internal_transform(target, configs):
-    ic = InternalCoordinates.alanine_dipeptide(target.topology)
+    ic = InternalCoordinates.from_target(target)
     transform = InternalTransform.fit(ic, configs)
     z, log_det = transform.forward(configs)
     x, log_det2 = transform.inverse(z)
@@ -118,7 +119,7 @@ def test_internal_transform(target, configs):
 
 
 def test_validation(target):
-    ic = InternalCoordinates.alanine_dipeptide(target.topology)
+    ic = InternalCoordinates.from_target(target)
     with pytest.raises(ValueError, match="shape"):
         ic.to_internal(torch.zeros(2, 21, 3))
     with pytest.raises(ValueError, match="shape"):
@@ -127,5 +128,7 @@ def test_validation(target):
         InternalCoordinates((0, 1, 2), [(3, 2, 1, 4), (4, 3, 2, 1)])
     with pytest.raises(ValueError, match="22 atoms"):
         alanine_dipeptide_zmatrix(systems.get("dw4").topology)
+    with pytest.raises(ValueError, match="no Z-matrix registered"):
+        InternalCoordinates.from_target(systems.get("dw4"))
     with pytest.raises(ValueError, match="no Z-matrix dihedral"):
         ic.coordinate_index((0, 1, 2, 3))

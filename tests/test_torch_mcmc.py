@@ -152,7 +152,7 @@ def test_transformed_energy_samples_the_pushforward():
 def test_transformed_energy_internal_coordinates_gradient_and_value():
     target = systems.get("alanine_dipeptide_vacuum")
     x = torch.tensor(np.asarray(target.positions._value))[None]
-    ic = InternalCoordinates.alanine_dipeptide(target.topology)
+    ic = InternalCoordinates.from_target(target)
     noise = 0.002 * torch.randn((8, 22, 3), generator=torch.Generator().manual_seed(0),
                                 dtype=torch.float64)
     transform = InternalTransform.fit(ic, x + noise)

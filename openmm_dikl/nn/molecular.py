@@ -17,7 +17,9 @@ from openmm import unit
 from torch import nn
 
 from ..geometry import remove_mean
-from ..internal import InternalCoordinates, alanine_dipeptide_zmatrix
+from ..internal import InternalCoordinates
+from ..systems.alanine import (ZMATRIX_BACKBONE_ROWS, ZMATRIX_ROTOR_ROWS,
+                               alanine_dipeptide_zmatrix)
 from .base import (Configurable, activation_class, atom_type_features, check_positive_int,
                    check_score_sizes, latent_sample, mlp, sinusoidal_embedding)
 
@@ -65,13 +67,6 @@ def quaternion_rotation(quaternion):
             2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
             2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]
     return torch.stack(rows, -1).reshape(q.shape[:-1] + (3, 3))
-
-
-#: Z-matrix rows whose dihedral is φ and ψ (see :func:`openmm_dikl.internal.alanine_dipeptide_zmatrix`).
-_ALA2_BACKBONE_ROWS = (0, 1)
-#: Z-matrix rows (of :func:`openmm_dikl.internal.alanine_dipeptide_zmatrix`) whose dihedral
-#: is a methyl rotor: the first hydrogen of ACE CH3, ALA CB and NME CH3.
-_ALA2_ROTOR_ROWS = (5, 10, 16)
 
 
 class InternalCoordinateGenerator(Configurable):
@@ -204,9 +199,9 @@ class InternalCoordinateGenerator(Configurable):
         for k, (i, c, b, a) in enumerate(placed):
             scale[3 + 3 * k] = bond_scale
             scale[4 + 3 * k] = angle_scale
-            if k in _ALA2_BACKBONE_ROWS:
+            if k in ZMATRIX_BACKBONE_ROWS:
                 width = backbone_scale
-            elif k in _ALA2_ROTOR_ROWS:
+            elif k in ZMATRIX_ROTOR_ROWS:
                 width = rotor_scale
             else:
                 width = dihedral_scale

@@ -16,7 +16,8 @@ from openmm import app, unit
 
 from .base import TargetSystem, molecular_sampler_defaults, shipped_path
 
-__all__ = ["alanine_dipeptide", "ANIPotential", "HARTREE_TO_KJMOL"]
+__all__ = ["alanine_dipeptide", "alanine_dipeptide_zmatrix", "ANIPotential", "HARTREE_TO_KJMOL",
+           "ZMATRIX_BACKBONE_ROWS", "ZMATRIX_ROTOR_ROWS"]
 
 TEMPERATURE = 300.0  # K
 #: Parallel-tempering reference of the implicit-solvent variant (``benchmarks/ala2_reference.py``).
@@ -109,6 +110,82 @@ class ANIPotential:
         return float(energy.detach()), -grad.numpy()
 
 
+# (residue, atom name) of the roots and of each placed atom with its (bond, angle,
+# dihedral) references.  Order matters: references are always placed earlier.
+_ALA2_ROOTS = (("ALA", "N"), ("ALA", "CA"), ("ALA", "C"))
+_ALA2_PLACED = (
+    (("ACE", "C"), ("ALA", "N"), ("ALA", "CA"), ("ALA", "C")),      # φ
+    (("NME", "N"), ("ALA", "C"), ("ALA", "CA"), ("ALA", "N")),      # ψ
+    (("ACE", "O"), ("ACE", "C"), ("ALA", "N"), ("ALA", "CA")),
+    (("ACE", "CH3"), ("ACE", "C"), ("ALA", "N"), ("ACE", "O")),
+    (("ALA", "H"), ("ALA", "N"), ("ALA", "CA"), ("ACE", "C")),
+    (("ACE", "H1"), ("ACE", "CH3"), ("ACE", "C"), ("ALA", "N")),
+    (("ACE", "H2"), ("ACE", "CH3"), ("ACE", "C"), ("ACE", "H1")),
+    (("ACE", "H3"), ("ACE", "CH3"), ("ACE", "C"), ("ACE", "H1")),
+    (("ALA", "CB"), ("ALA", "CA"), ("ALA", "N"), ("ALA", "C")),
+    (("ALA", "HA"), ("ALA", "CA"), ("ALA", "N"), ("ALA", "CB")),
+    (("ALA", "HB1"), ("ALA", "CB"), ("ALA", "CA"), ("ALA", "N")),
+    (("ALA", "HB2"), ("ALA", "CB"), ("ALA", "CA"), ("ALA", "HB1")),
+    (("ALA", "HB3"), ("ALA", "CB"), ("ALA", "CA"), ("ALA", "HB1")),
+    (("ALA", "O"), ("ALA", "C"), ("ALA", "CA"), ("NME", "N")),
+    (("NME", "C"), ("NME", "N"), ("ALA", "C"), ("ALA", "CA")),
+    (("NME", "H"), ("NME", "N"), ("ALA", "C"), ("NME", "C")),
+    (("NME", "H1"), ("NME", "C"), ("NME", "N"), ("ALA", "C")),
+    (("NME", "H2"), ("NME", "C"), ("NME", "N"), ("NME", "H1")),
+    (("NME", "H3"), ("NME", "C"), ("NME", "N"), ("NME", "H1")),
+)
+# Atom names differ between PDB conventions (prmtop vs. PDB): accepted aliases.
+_ALIASES = {("NME", "C"): ("CH3",), ("ALA", "HB1"): ("1HB",), ("ALA", "HB2"): ("2HB",),
+            ("ALA", "HB3"): ("3HB",)}
+for _res in ("ACE", "NME"):
+    for _k in (1, 2, 3):
+        _ALIASES[(_res, f"H{_k}")] = (f"HH3{_k}", f"{_k}HH3")
+
+
+#: Z-matrix rows whose dihedral is φ (row 0) and ψ (row 1), and the three methyl rotors.
+ZMATRIX_BACKBONE_ROWS = (0, 1)
+ZMATRIX_ROTOR_ROWS = (5, 10, 16)
+
+
+def alanine_dipeptide_zmatrix(topology):
+    """The alanine dipeptide Z-matrix as atom indices.
+
+    Parameters
+    ----------
+    topology : openmm.app.Topology
+        Topology whose atom order to use (names are looked up per residue, with the
+        common PDB aliases).
+
+    Returns
+    -------
+    roots : tuple of int
+        (N, Cα, C) of the alanine residue.
+    placed : list of tuple of int
+        (atom, bond ref, angle ref, dihedral ref) for the 19 other atoms.
+
+    Raises
+    ------
+    ValueError
+        If the topology is not ACE-ALA-NME with 22 atoms.
+    """
+    lookup = {}
+    for atom in topology.atoms():
+        lookup[(atom.residue.name, atom.name)] = atom.index
+    if topology.getNumAtoms() != 22:
+        raise ValueError(f"alanine dipeptide has 22 atoms, the topology has {topology.getNumAtoms()}")
+
+    def index(key):
+        for name in (key[1],) + _ALIASES.get(key, ()):
+            if (key[0], name) in lookup:
+                return lookup[(key[0], name)]
+        raise ValueError(f"atom {key[1]} of residue {key[0]} not found in the topology "
+                         "(expected ACE-ALA-NME alanine dipeptide)")
+
+    roots = tuple(index(k) for k in _ALA2_ROOTS)
+    placed = [tuple(index(k) for k in row) for row in _ALA2_PLACED]
+    return roots, placed
+
+
 def alanine_dipeptide(variant="implicit"):
     """Alanine dipeptide at 300 K: ``variant`` in {"vacuum", "implicit", "ani"}.
 
@@ -141,4 +218,4 @@ def alanine_dipeptide(variant="implicit"):
                         TEMPERATURE, spatial_dim=3, energy_fn=energy_fn, platform=platform,
                         description=description, sampler_defaults=molecular_sampler_defaults(),
                         evaluation="backbone_dihedrals", evaluation_data=evaluation_data,
-                        translation_invariant=True)
+                        translation_invariant=True, zmatrix=alanine_dipeptide_zmatrix(topology))
