@@ -44,7 +44,8 @@ def test_move_samples_gaussian_and_counts():
     """Repeated apply() keeps a unit Gaussian: mean and variance within 4.5 batch-means SE."""
     thermodynamic_state, sampler_state = make_states(gaussian_system())
     context_cache = cache.ContextCache(platform=REFERENCE)
-    move = DiffusiveGibbsMove(alphas=[0.4, 0.8], step_size=0.2, n_denoise_steps=3, n_steps=3)
+    move = DiffusiveGibbsMove(alphas=[0.4, 0.8], step_size=0.2, n_denoise_steps=3, n_steps=3,
+                              random_seed=1)
     for _ in range(30):  # burn-in
         move.apply(thermodynamic_state, sampler_state, context_cache)
     move.reset_statistics()
@@ -88,7 +89,8 @@ def test_move_uses_state_temperature():
     thermodynamic_state = states.ThermodynamicState(system, 3 * REDUCED_TEMPERATURE * unit.kelvin)
     sampler_state = states.SamplerState(np.zeros((1, 3)) * unit.nanometer)
     context_cache = cache.ContextCache(platform=REFERENCE)
-    move = DiffusiveGibbsMove(alphas=[0.6], step_size=0.5, n_denoise_steps=3, n_steps=3)
+    move = DiffusiveGibbsMove(alphas=[0.6], step_size=0.5, n_denoise_steps=3, n_steps=3,
+                              random_seed=2)
     x = np.empty((2000, 3))
     for i in range(len(x)):
         move.apply(thermodynamic_state, sampler_state, context_cache)
@@ -161,12 +163,25 @@ def test_statistics_setter_validates():
 
 def test_blocked_move_moves_only_its_blocks_and_round_trips():
     """blocks=[[0], [1]] on three particles: particle 2 never moves; blocks survive pickling."""
-    move = DiffusiveGibbsMove(alphas=[0.5], blocks=[[0], [1]], step_size=0.1, n_steps=40)
+    move = DiffusiveGibbsMove(alphas=[0.5], blocks=[[0], [1]], step_size=0.1, n_steps=40,
+                              random_seed=7)
     thermodynamic_state, sampler_state = make_states(gaussian_system(3))
     move.apply(thermodynamic_state, sampler_state, cache.ContextCache(platform=REFERENCE))
     x = sampler_state.positions.value_in_unit(unit.nanometer)
     assert np.all(x[2] == 0.0) and np.all(x[:2] != 0.0)
     assert move.n_levels == 2 and move.acceptance_rates["initialisation"].min() > 0.0
     for copy in (pickle.loads(pickle.dumps(move)), utils.deserialize(utils.serialize(move))):
-        assert copy.blocks == [[0], [1]]
+        assert copy.blocks == [[0], [1]] and copy.random_seed == 7
         assert copy.__getstate__() == move.__getstate__()
+
+
+def test_random_seed_makes_a_move_reproducible():
+    runs = []
+    for _ in range(2):
+        move = DiffusiveGibbsMove(alphas=[0.5], step_size=0.1, n_steps=20, random_seed=11)
+        thermodynamic_state, sampler_state = make_states(gaussian_system(2))
+        move.apply(thermodynamic_state, sampler_state, cache.ContextCache(platform=REFERENCE))
+        runs.append(sampler_state.positions.value_in_unit(unit.nanometer))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    with pytest.raises(ValueError, match="random_seed"):
+        DiffusiveGibbsMove(alphas=[0.5], random_seed=-1)

@@ -68,6 +68,9 @@ class DiffusiveGibbsMove(BaseIntegratorMove):
         :class:`~openmm_dikl.samplers.integrators.DiffusiveGibbsIntegrator`).
     n_steps : int
         Sweeps per application.
+    random_seed : int, optional
+        Seed of the integrator's random numbers, applied when a Context is created for
+        it (a cached Context continues its stream); None or 0: OpenMM picks one.
     **kwargs
         Passed to :class:`openmmtools.mcmc.BaseIntegratorMove` (e.g.
         ``n_restart_attempts``).  Velocities are never reassigned: DiGS does not use them.
@@ -89,14 +92,14 @@ class DiffusiveGibbsMove(BaseIntegratorMove):
     Notes
     -----
     The move checks the System with
-    :func:`openmm_dikl.systems.user.check_samplable` before every integration.  Pass
+    :func:`openmm_dikl.units.check_samplable` before every integration.  Pass
     ``context_cache`` explicitly (e.g. ``ContextCache(platform=Reference)``); with
     ``None`` openmmtools falls back to its global cache.
     """
 
     def __init__(self, alphas, sigmas=None, n_denoise_steps=5, step_size=1e-4,
                  denoiser="mala", momentum_retention=0.9, mh_init=True, planar=False,
-                 n_steps=1, blocks=None, **kwargs):
+                 n_steps=1, blocks=None, random_seed=None, **kwargs):
         if kwargs.get("reassign_velocities"):
             raise ValueError("DiffusiveGibbsMove does not use velocities; "
                              "reassign_velocities must be False")
@@ -118,6 +121,10 @@ class DiffusiveGibbsMove(BaseIntegratorMove):
         self.momentum_retention = float(momentum_retention)
         self.mh_init = bool(mh_init)
         self.planar = bool(planar)
+        if random_seed is not None and (isinstance(random_seed, bool) or
+                                        int(random_seed) != random_seed or random_seed < 0):
+            raise ValueError(f"random_seed must be a non-negative integer, got {random_seed!r}")
+        self.random_seed = None if random_seed is None else int(random_seed)
         self.level = 0
         self.reset_statistics()
 
@@ -173,6 +180,8 @@ class DiffusiveGibbsMove(BaseIntegratorMove):
             denoiser=self.denoiser, momentum_retention=self.momentum_retention,
             mh_init=self.mh_init, planar=self.planar, blocks=self.blocks)
         integrator.level = self.level
+        if self.random_seed:
+            integrator.setRandomNumberSeed(self.random_seed)
         return integrator
 
     def _before_integration(self, context, thermodynamic_state):
@@ -205,6 +214,7 @@ class DiffusiveGibbsMove(BaseIntegratorMove):
             mh_init=self.mh_init,
             planar=self.planar,
             blocks=self.blocks,
+            random_seed=self.random_seed,
             level=self.level,
             statistics={name: [int(v) for v in values]
                         for name, values in self._statistics.items()})
@@ -221,5 +231,6 @@ class DiffusiveGibbsMove(BaseIntegratorMove):
         self.mh_init = bool(serialization["mh_init"])
         self.planar = bool(serialization["planar"])
         self.blocks = serialization.get("blocks")
+        self.random_seed = serialization.get("random_seed")
         self.level = int(serialization["level"])
         self.statistics = copy.deepcopy(serialization["statistics"])
