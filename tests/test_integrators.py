@@ -544,3 +544,23 @@ def test_state_data_reporter_shows_sweeps_temperature_and_energy(tmp_path):
     # 40 reports of the kinetic temperature of 22 atoms (sd ≈ 53 K each, ≈ 8 K for the mean)
     assert abs(temperature.mean() - 300.0) < 30.0, temperature.mean()
     assert np.all(speed[1:] > 0)
+
+
+def test_a_single_block_moves_only_its_particle():
+    """blocks=[[0]]: a one-entry per-DOF mask would be broadcast by OpenMM to every particle."""
+    system = openmm.System()
+    force = openmm.CustomExternalForce("0.5*(x^2 + y^2 + z^2)")
+    for i in range(3):
+        system.addParticle(1.0)
+        force.addParticle(i, [])
+    system.addForce(force)
+    integrator = DiffusiveGibbsIntegrator(REDUCED_TEMPERATURE, alphas=[0.5], blocks=[[0]],
+                                          step_size=0.1)
+    integrator.setRandomNumberSeed(5)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    start = np.array([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.9]])
+    context.setPositions(start)
+    integrator.step(50)
+    x = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    np.testing.assert_array_equal(x[1:], start[1:])
+    assert np.all(x[0] != start[0])

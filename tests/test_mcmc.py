@@ -185,3 +185,21 @@ def test_random_seed_makes_a_move_reproducible():
     np.testing.assert_array_equal(runs[0], runs[1])
     with pytest.raises(ValueError, match="random_seed"):
         DiffusiveGibbsMove(alphas=[0.5], random_seed=-1)
+
+
+def test_blocked_moves_sharing_a_context_cache_keep_their_own_blocks():
+    """openmmtools hands the second move the first move's cached integrator: the masks are
+    re-set before every integration, so each move moves only its own particle."""
+    context_cache = cache.ContextCache(platform=REFERENCE)
+    thermodynamic_state, sampler_state = make_states(gaussian_system(2))
+    first = DiffusiveGibbsMove(alphas=[0.5], blocks=[[0]], step_size=0.1, n_steps=20,
+                               random_seed=3)
+    second = DiffusiveGibbsMove(alphas=[0.5], blocks=[[1]], step_size=0.1, n_steps=20,
+                                random_seed=3)
+    for move, moving in ((first, 0), (second, 1), (first, 0)):
+        before = sampler_state.positions.value_in_unit(unit.nanometer).copy()
+        move.apply(thermodynamic_state, sampler_state, context_cache)
+        after = sampler_state.positions.value_in_unit(unit.nanometer)
+        assert np.all(after[1 - moving] == before[1 - moving])
+        assert np.all(after[moving] != before[moving])
+    assert len(context_cache) == 1  # the same cached Context served both moves

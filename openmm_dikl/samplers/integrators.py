@@ -323,12 +323,11 @@ class DiffusiveGibbsIntegrator(ThermostatedIntegrator):
         self.addPerDofVariable("dof_mask", 1)  # 1: degree of freedom is moved, 0: fixed
         self.addPerDofVariable("base_mask", 1)  # dof_mask outside blocks (planar: z fixed)
         if blocks is not None:
-            n_particles = 1 + max(max(block) for block in blocks)
-            for k, block in enumerate(blocks):
+            for k in range(len(blocks)):
                 self.addPerDofVariable(f"block_{k}", 0)  # 1 on the particles of block k
-                member = np.zeros((n_particles, 3))
-                member[block] = 1.0
-                self.setPerDofVariableByName(f"block_{k}", [tuple(v) for v in member])
+            # at least two entries: OpenMM broadcasts a one-entry per-DOF value to all
+            # particles; _size_blocks fits the masks to the System at the first step
+            self.set_blocks(blocks, 2 + max(max(block) for block in blocks))
         if ghmc:
             self.addPerDofVariable("p", 0)  # GHMC momentum (dimensionless, unit mass)
 
@@ -473,12 +472,36 @@ class DiffusiveGibbsIntegrator(ThermostatedIntegrator):
         n_particles = len(self.getPerDofVariableByName("x_old"))
         for k in range(int(self.getGlobalVariableByName("n_blocks"))):
             mask = [tuple(v) for v in self.getPerDofVariableByName(f"block_{k}")]
-            if any(any(v) for v in mask[n_particles:]):
-                raise ValueError(f"block {k} names particle {len(mask) - 1} but the System has "
+            named = [i for i, v in enumerate(mask) if any(v)]
+            if named and named[-1] >= n_particles:
+                raise ValueError(f"block {k} names particle {named[-1]} but the System has "
                                  f"{n_particles} particles")
             mask = mask[:n_particles] + [(0.0, 0.0, 0.0)] * (n_particles - len(mask))
             self.setPerDofVariableByName(f"block_{k}", mask)
         self.setGlobalVariableByName("blocks_sized", 1)
+
+    def set_blocks(self, blocks, n_particles):
+        """Set the block masks: level k moves only the particles ``blocks[k]``.
+
+        Parameters
+        ----------
+        blocks : sequence of sequences of int
+            One block per level (as in the constructor).
+        n_particles : int
+            Length of the masks (the bound System's particle count, or more).
+
+        Raises
+        ------
+        ValueError
+            If the integrator was built without blocks or with another number of them.
+        """
+        if int(self.getGlobalVariableByName("n_blocks")) != len(blocks):
+            raise ValueError(f"the integrator has {int(self.getGlobalVariableByName('n_blocks'))} "
+                             f"blocks, got {len(blocks)}")
+        for k, block in enumerate(blocks):
+            member = np.zeros((n_particles, 3))
+            member[list(block)] = 1.0
+            self.setPerDofVariableByName(f"block_{k}", [tuple(v) for v in member])
 
     @classmethod
     def check_system(cls, system):

@@ -191,6 +191,15 @@ class DiffusiveGibbsMove(BaseIntegratorMove):
         ThermostatedIntegrator.restore_interface(integrator)
         integrator.reset_statistics()
         integrator.level = self.level
+        if self.blocks is not None:
+            # a cached Context may hold another blocked move's integrator: openmmtools
+            # matches integrators without their per-DOF values, so set our masks
+            n_particles = context.getSystem().getNumParticles()
+            if max(max(block) for block in self.blocks) >= n_particles:
+                raise ValueError(f"blocks name particle {max(map(max, self.blocks))} but the "
+                                 f"System has {n_particles} particles")
+            integrator.set_blocks(self.blocks, n_particles)
+            integrator.setGlobalVariableByName("blocks_sized", 1)
 
     def _after_integration(self, context, thermodynamic_state):
         """Add the integrator's counters to :attr:`statistics`; remember the next level."""
