@@ -28,6 +28,8 @@ def test_wheel_install_finds_shipped_files(tmp_path):
             assert path.startswith(os.environ["TARGET"]), path
         assert systems.get("dw4").reference_samples(10).shape == (10, 4, 2)
         assert systems.get("alanine_dipeptide_vacuum").n_particles == 22
+        from openmm_dikl import analysis, dikl, nn, samplers  # every subpackage is installed
+        assert dikl.load_sampler("dw4").target_name == "dw4"
         print("ok")
     """)
     env = dict(os.environ, PYTHONPATH=str(target), TARGET=str(target))
