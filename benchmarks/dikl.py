@@ -3,20 +3,20 @@
 For every bundled system with a shipped checkpoint (DW-4, LJ-13, MW-32, MoG-40) this
 loads the generator with :func:`openmm_dikl.dikl.load_sampler` and prints
 
-* the metrics of the project protocol (``spec/methods.md``), each with the value an exact
-  sampler scores on the same protocol (the *noise floor*) beside it:
-  - DW-4, LJ-13: W2 (nm), energy TVD and interatomic-distance TVD of 2,000 model vs 2,000
-    reference samples, centred, 200 bins, mean over ``--repeats`` random subsets
-    (:func:`openmm_dikl.analysis.metrics.evaluate_samples`; floor: :func:`~openmm_dikl.analysis.metrics.noise_floor`);
-  - MoG-40: modes covered (of 40), mean log-density of the samples (exact −6.86) and the
-    total-variation error of the mode weights, on ``--n-mode-samples`` samples; floor:
-    the same numbers for exact samples;
-  - MW-32: largest and mean |P̂(x_k > 0) − P(x_k > 0)| over the 16 coordinates on
-    ``--n-mode-samples`` samples; floor: the same for exact samples;
-* the same metrics after ``--refine`` exact MALA steps on the target
-  (``openmm-dikl generate --refine``), and for DW-4 / LJ-13 the *symmetric floor*: the
-  W2 an exactly rotation- and permutation-symmetric sampler scores against the reference
-  set, which is itself not symmetric (``noise_floor(symmetrise=True)``);
+* the metrics of the system's evaluation protocol (``docs/methods.md``;
+  :func:`openmm_dikl.analysis.evaluation.evaluation_metrics` on ``--n-samples``
+  samples), each with its spread over ``--repeats`` random subsets and the value an
+  exact sampler scores on the same protocol (the *noise floor*) beside it:
+  - DW-4, LJ-13 (reference set): W2 (nm), energy TVD and interatomic-distance TVD of
+    2,000 model vs 2,000 reference samples, centred, 200 bins;
+  - MoG-40 (modes): fraction of the 40 modes covered, mode-weight error and mean
+    log-density of the samples;
+  - MW-32 (basins): largest and mean |P̂(x_k > 0) − P(x_k > 0)| over the 16 coordinates;
+* the same metrics after ``--refine`` exact MALA steps on the target from the first
+  ``--n-refine`` samples (``openmm-dikl generate --refine``), and for reference-set
+  systems the *symmetric floor*: the W2 an exactly rotation- and permutation-symmetric
+  sampler scores against the reference set, which is itself not symmetric
+  (:func:`openmm_dikl.analysis.protocol.noise_floor` with ``symmetrise=True``);
 * the time to draw 1,000 samples from the generator (median and minimum of
   ``--timing-repeats`` calls after a warm-up; one torch thread unless ``--threads``);
 * the training wall time, seed and command recorded in ``systems/checkpoints/<name>.json``
@@ -35,19 +35,21 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from openmm_dikl import systems
-from openmm_dikl.analysis import metrics  # noqa: E402
+from openmm_dikl import systems  # noqa: E402
+from openmm_dikl.analysis.evaluation import evaluation_metrics  # noqa: E402
+from openmm_dikl.analysis.protocol import noise_floor  # noqa: E402
 from openmm_dikl.dikl import BUNDLED_SAMPLERS, load_sampler  # noqa: E402
 from openmm_dikl.samplers import refine_samples  # noqa: E402
 from openmm_dikl.systems.base import shipped_path  # noqa: E402
 
-#: Targets of the DiKL issue (the DiKL paper's numbers, ×1 in our units).
+#: Targets of the DiKL issue (the DiKL paper's numbers, ×1 in our units), keyed like the
+#: metrics of the systems' evaluation protocols.
 TARGETS = {
     "dw4": {"w2": 1.58, "energy_tvd": 0.17, "distance_tvd": 0.10, "wall_time_h": 1.0},
     "lj13": {"w2": 4.23, "energy_tvd": 0.24, "distance_tvd": 0.042, "wall_time_h": 2.5,
              "sample_1000_s": 0.05},
-    "mog40": {"modes_covered": 40, "mean_log_density": -7.2},
-    "mw32": {"basin_max_error": 0.03},
+    "mog40": {"mode_coverage": 1.0, "mean_log_density": -7.2},
+    "mw32": {"max_basin_weight_error": 0.03},
 }
 
 
@@ -62,23 +64,21 @@ def time_sampling(sampler, n=1000, repeats=20):
     return float(np.median(times)), float(np.min(times))
 
 
-def mode_metrics(name, target, x):
-    """Mode metrics of samples x (N, n, d) nm for MoG-40 or MW-32 (dict of floats)."""
-    if name == "mog40":
-        with open(shipped_path("mog40.json")) as handle:
-            means = np.asarray(json.load(handle)["means"], dtype=np.float64)
-        with torch.no_grad():
-            u = target.reduced_energy(torch.as_tensor(x)).numpy()
-        return {"modes_covered": float(metrics.mode_weights(x, means).astype(bool).sum()),
-                "mean_log_density": float(-u.mean()),  # u = −log p exactly for MoG-40
-                "mode_weight_tvd": metrics.mode_weight_error(x, means)}
-    errors = np.abs(metrics.basin_weights(x) - systems.many_well_positive_weight())
-    return {"basin_max_error": float(errors.max()), "basin_mean_error": float(errors.mean())}
-
-
-def exact_samples(target, n, seed):
-    """n exact samples (MoG-40, MW-32 have exact samplers behind reference_samples)."""
-    return np.asarray(target.reference_samples(n, seed=seed))
+def metric_rows(target, x, args):
+    """(metric, model, ± std, refined, floor, symmetric floor) rows of samples x (nm)."""
+    model = evaluation_metrics(target, x, n_repeats=args.repeats, seed=args.seed)
+    refined_x = refine_samples(target, x[:args.n_refine], args.refine,
+                               seed=args.seed).final_positions
+    refined = evaluation_metrics(target, refined_x, n_repeats=args.repeats, seed=args.seed,
+                                 floors=False)
+    symmetric = {}
+    if target.evaluation == "reference_set":  # the protocol with a reference set
+        symmetric = noise_floor(target, n_repeats=args.repeats, seed=args.seed,
+                                symmetrise=True)
+    keys = [k for k in model if not k.endswith(("_std", "_floor"))
+            and not k.startswith("reference_")]
+    return [(k, model[k], model.get(f"{k}_std"), refined.get(k), model.get(f"{k}_floor"),
+             symmetric.get(k)) for k in keys]
 
 
 def recorded(name):
@@ -113,37 +113,14 @@ def benchmark(name, args):
         print(f"   command: {record['command']}")
     print(f"   1,000 samples: median {median * 1e3:.1f} ms, min {minimum * 1e3:.1f} ms "
           f"({torch.get_num_threads()} thread(s))")
+    rows = metric_rows(target, sampler.sample(args.n_samples, seed=args.seed), args)
     targets = TARGETS.get(name, {})
-    rows = []
-    if name in ("dw4", "lj13"):
-        x = sampler.sample(max(args.n_eval * 2, 10000) if args.n_eval else 10000,
-                           seed=args.seed).numpy()
-        model = metrics.evaluate_samples(target, x, n_eval=2000, n_repeats=args.repeats,
-                                         seed=args.seed)
-        refined = refine_samples(target, x[:args.n_eval], args.refine, seed=args.seed).samples
-        polished = metrics.evaluate_samples(target, refined, n_eval=2000,
-                                            n_repeats=args.repeats, seed=args.seed)
-        floor = metrics.noise_floor(target, n_eval=2000, n_repeats=args.repeats, seed=args.seed)
-        symmetric = metrics.noise_floor(target, n_eval=2000, n_repeats=args.repeats,
-                                        seed=args.seed, symmetrise=True)
-        for key in ("w2", "energy_tvd", "distance_tvd"):
-            rows.append((key, model[key], model[f"{key}_std"], polished[key], floor[key],
-                         symmetric[key], targets.get(key)))
-    else:
-        x = sampler.sample(args.n_mode_samples, seed=args.seed).numpy()
-        model = mode_metrics(name, target, x)
-        polished = mode_metrics(name, target, refine_samples(
-            target, x, args.refine, seed=args.seed).samples.numpy())
-        floor = mode_metrics(name, target, exact_samples(target, args.n_mode_samples, args.seed))
-        for key in model:
-            rows.append((key, model[key], None, polished[key], floor[key], None,
-                         targets.get(key)))
     print(f"   CPU time of training: {fmt(record.get('cpu_time_s'))} s")
-    print(f"   {'metric':<18}{'model':>10}{'± std':>9}{f'+{args.refine} MALA':>12}"
+    print(f"   {'metric':<24}{'model':>10}{'± std':>9}{f'+{args.refine} MALA':>12}"
           f"{'floor':>9}{'sym. floor':>11}{'target':>9}")
-    for key, value, std, refined_value, floor_value, sym_value, target_value in rows:
-        print(f"   {key:<18}{fmt(value):>10}{fmt(std):>9}{fmt(refined_value):>12}"
-              f"{fmt(floor_value):>9}{fmt(sym_value):>11}{fmt(target_value):>9}")
+    for key, value, std, refined_value, floor_value, sym_value in rows:
+        print(f"   {key:<24}{fmt(value):>10}{fmt(std):>9}{fmt(refined_value):>12}"
+              f"{fmt(floor_value):>9}{fmt(sym_value):>11}{fmt(targets.get(key)):>9}")
 
 
 def main():
@@ -151,10 +128,10 @@ def main():
     parser.add_argument("--systems", nargs="+", default=list(BUNDLED_SAMPLERS),
                         choices=list(BUNDLED_SAMPLERS))
     parser.add_argument("--repeats", type=int, default=5, help="random 2,000-vs-2,000 subsets")
-    parser.add_argument("--n-eval", type=int, default=5000,
-                        help="model samples drawn for DW-4 / LJ-13 (at least 2,000)")
-    parser.add_argument("--n-mode-samples", type=int, default=10000,
-                        help="samples for the MoG-40 / MW-32 mode metrics")
+    parser.add_argument("--n-samples", type=int, default=10000,
+                        help="model samples evaluated (at least 2,000)")
+    parser.add_argument("--n-refine", type=int, default=5000,
+                        help="of those, samples refined by --refine MALA steps (>= 2,000)")
     parser.add_argument("--timing-repeats", type=int, default=20)
     parser.add_argument("--refine", type=int, default=20,
                         help="MALA steps of the refined column (generate --refine)")

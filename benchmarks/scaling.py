@@ -38,9 +38,10 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
-from openmm_dikl import sampling, systems  # noqa: E402
+from openmm_dikl import systems  # noqa: E402
 from openmm_dikl.dikl import DiKLTrainer  # noqa: E402
 from openmm_dikl.dikl.recipes import load_recipe  # noqa: E402
+from openmm_dikl.samplers import chains, run_sampler  # noqa: E402
 
 ALA2 = "alanine_dipeptide_implicit"
 
@@ -121,15 +122,15 @@ def dikl_rates(n_iterations, warmup, rounds, threads2=False, batch_size=None):
 def _warm(_):
     """Import everything in a worker and run one tiny chain (Context creation included)."""
     with tempfile.TemporaryDirectory() as folder:
-        sampling._chain_worker(("bundled", ALA2), "digs", 50, os.path.join(folder, "w.dcd"), 0,
-                               2, None, None, 1, {})
+        chains._chain_worker(("bundled", ALA2), "digs", 50, os.path.join(folder, "w.dcd"), 0,
+                             2, None, None, 1, {})
     return os.getpid()
 
 
 def _timed_chain(*args):
     cpu = time.process_time()
-    result = sampling._chain_worker(*args)
-    return result[1], time.process_time() - cpu
+    result = chains._chain_worker(*args)
+    return result.force_evaluations, time.process_time() - cpu
 
 
 def _chains_in_pool(n_workers, n_chains, evals, folder):
@@ -140,7 +141,7 @@ def _chains_in_pool(n_workers, n_chains, evals, folder):
         start = time.perf_counter()
         futures = [pool.submit(_timed_chain, ("bundled", ALA2), "digs", evals,
                                os.path.join(folder, f"pool{n_workers}_{k}.dcd"),
-                               sampling.chain_seed(0, k), 10, None, None, 1, {})
+                               chains.chain_seed(0, k), 10, None, None, 1, {})
                    for k in range(n_chains)]
         done = [f.result() for f in futures]
         used = sum(d[0] for d in done)
@@ -150,9 +151,9 @@ def _chains_in_pool(n_workers, n_chains, evals, folder):
 def _end_to_end(target, n_chains, evals, folder, workers):
     start = time.perf_counter()
     options = {"chains": n_chains} if n_chains > 1 else {}
-    result = sampling.run_sampler(target, "digs", force_evals=n_chains * evals,
-                                  out=os.path.join(folder, f"e2e{workers}.dcd"), seed=0,
-                                  n_frames=10, progress=False, workers=workers, **options)
+    result = run_sampler(target, "digs", force_evals=n_chains * evals,
+                         out=os.path.join(folder, f"e2e{workers}.dcd"), seed=0,
+                         n_frames=10, progress=False, workers=workers, **options)
     return result.force_evaluations / (time.perf_counter() - start)
 
 

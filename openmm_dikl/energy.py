@@ -102,11 +102,13 @@ class EnergyAndForce(Energy):
             if self.uses_bridge else None
 
     def _evaluate(self, x):
+        # samplers and trainers propose stretched configurations on purpose: the unit check
+        # of the public entry points (positions in Å) is for user input, not for them
         if self._bridge is not None:
-            return self._bridge.compute(x.detach())
+            return self._bridge.compute(x.detach(), check_length_scale=False)
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
-            u = self.target.reduced_energy(x)
+            u = self.target.reduced_energy(x, check_length_scale=False)
             (grad,) = torch.autograd.grad(u.sum(), x)
         return u.detach(), -grad
 

@@ -32,7 +32,7 @@ def small_config(**overrides):
                     mala_init_step=0.1, weighting="sigma2", n_iterations=2,
                     checkpoint_every=0, seed=3, use_bridge=True)
     settings.update(overrides)
-    return DiKLConfig(**settings)
+    return DiKLConfig.from_dict(settings)
 
 
 def bonds(topology):

@@ -1,23 +1,56 @@
-"""DiKL: posterior sampler, mode covering, OpenMM vs torch forces, checkpoints, samplers."""
+"""DiKL: posterior sampler, mode covering, OpenMM vs torch forces, config, checkpoints,
+samplers."""
 import copy
 import csv
+import json
 import math
+import os
 
+import numpy as np
+import openmm
 import pytest
 import torch
+from openmm import app, unit
 from torch import nn
 
 from openmm_dikl import systems
-from openmm_dikl.dikl.diffusion import mixed_score_identity
-from openmm_dikl.dikl import (CheckpointError, DiKLConfig, DiKLTrainer, PosteriorSampler,
-                              load_sampler, save_sampler)
-from openmm_dikl.energy import EnergyAndForce as target_energy_and_force
+from openmm_dikl.analysis.evaluation import evaluation_metrics
+from openmm_dikl.dikl import (BUNDLED_SAMPLERS, CheckpointError, DiKLConfig, DiKLTrainer,
+                              PosteriorSampler, check_checkpoint, load_sampler, save_sampler)
+from openmm_dikl.dikl.config import ScheduleConfig
+from openmm_dikl.dikl.diffusion import clip_per_particle, mixed_score_identity
+from openmm_dikl.dikl.training_log import CSVLog
+from openmm_dikl.energy import EnergyAndForce
 from openmm_dikl.geometry import remove_mean
-from openmm_dikl.nn import EGNNGenerator, EGNNScore, MLPGenerator, MLPScore
+from openmm_dikl.nn import EGNNGenerator, EGNNScore, MLPGenerator, MLPScore, build_model
+from openmm_dikl.systems import TargetSystem
 
 from test_diffusion import MIX, mixture_force, mixture_posterior
 
 F64 = torch.float64
+SHIPPED = os.path.join(os.path.dirname(__file__), "..", "systems")
+
+
+def config(**settings):
+    """A DiKLConfig from flat settings (the layout of the recipes)."""
+    return DiKLConfig.from_dict(settings)
+
+
+def autograd_forces(target):
+    """(u, −∇u) of a torch-only test target (not a TargetSystem) by autograd."""
+    def energy_and_force(x):
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            u = target.reduced_energy(x)
+            (grad,) = torch.autograd.grad(u.sum(), x)
+        return u.detach(), -grad
+    return energy_and_force
+
+
+def trainer_for(target, generator, score, settings):
+    """A trainer on a torch-only test target, forces by autograd."""
+    return DiKLTrainer(target, generator, score, settings,
+                       energy_and_force=autograd_forces(target))
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +110,7 @@ def test_posterior_sampler_weights_and_adaptation():
 
 
 def test_posterior_sampler_centred_and_validation(dw4):
-    forces = target_energy_and_force(dw4)
+    forces = EnergyAndForce(dw4)
     x_t = torch.as_tensor(dw4.reference_samples(6)) * 0.9
     x_t = x_t - x_t.mean(1, keepdim=True)
     sampler = PosteriorSampler(forces, n_importance=4, n_ais_steps=2, n_mala_steps=5, centre=True)
@@ -98,7 +131,7 @@ class TwoModes:
     name = "two_modes_1d"
     n_particles = 1
     spatial_dim = 1
-    has_torch_twin = True
+    translation_invariant = False
 
     def reduced_energy(self, x):
         x = torch.as_tensor(x, dtype=F64)[..., 0, 0]
@@ -122,10 +155,10 @@ class ShiftedGenerator(nn.Module):
 def train_two_modes(n_levels, beta_min, beta_max, iterations):
     torch.manual_seed(0)  # network initialisation only; training uses the trainer's generator
     generator, score = ShiftedGenerator(), MLPScore(1, 1, hidden=64, n_layers=2)
-    config = DiKLConfig(n_levels=n_levels, beta_min=beta_min, beta_max=beta_max, batch_size=256,
-                        lr_generator=3e-3, lr_score=3e-3, score_steps_per_iter=10,
-                        n_importance=20, n_ais_steps=0, n_mala_steps=10, seed=0)
-    trainer = DiKLTrainer(TwoModes(), generator, score, config)
+    settings = config(n_levels=n_levels, beta_min=beta_min, beta_max=beta_max, batch_size=256,
+                      lr_generator=3e-3, lr_score=3e-3, score_steps_per_iter=10,
+                      n_importance=20, n_ais_steps=0, n_mala_steps=10, seed=0)
+    trainer = trainer_for(TwoModes(), generator, score, settings)
     assert trainer.centre is False
     trainer.train(iterations, progress=False)
     with torch.no_grad():
@@ -183,10 +216,10 @@ def test_coordinate_scale_reproduces_the_unit_problem_on_a_stretched_target():
         torch.manual_seed(0)
         generator, score = ShiftedGenerator(), MLPScore(1, 1, hidden=16, n_layers=2)
         target = TwoModes() if stretch == 1.0 else ScaledTwoModes(stretch)
-        config = DiKLConfig(n_levels=5, beta_min=1e-3, beta_max=0.5, batch_size=32,
-                            score_steps_per_iter=2, n_importance=5, n_ais_steps=2,
-                            n_mala_steps=3, coordinate_scale=scale, seed=3)
-        trainer = DiKLTrainer(target, Stretched(generator, stretch), score, config)
+        settings = config(n_levels=5, beta_min=1e-3, beta_max=0.5, batch_size=32,
+                          score_steps_per_iter=2, n_importance=5, n_ais_steps=2,
+                          n_mala_steps=3, coordinate_scale=scale, seed=3)
+        trainer = trainer_for(target, Stretched(generator, stretch), score, settings)
         rows = [trainer.step() for _ in range(4)]
         runs.append((rows, [p.detach().clone() for p in generator.parameters()],
                      [p.detach().clone() for p in score.parameters()]))
@@ -197,13 +230,12 @@ def test_coordinate_scale_reproduces_the_unit_problem_on_a_stretched_target():
     assert not all(torch.equal(a, b) for a, b in zip(gen32 + score32, gen_nm + score_nm))
     for bad in (0.0, -1.0, math.nan, math.inf, "50"):
         with pytest.raises(ValueError, match="coordinate_scale"):
-            DiKLConfig(coordinate_scale=bad)
+            config(coordinate_scale=bad)
 
 
 def test_score_clip_bounds_each_particles_contribution():
-    from openmm_dikl.dikl.trainer import _clip_per_particle
     v = torch.tensor([[[3.0, 4.0], [0.3, 0.4]], [[0.0, 0.0], [-60.0, 80.0]]], dtype=F64)
-    clipped = _clip_per_particle(v, 1.0)
+    clipped = clip_per_particle(v, 1.0)
     assert torch.allclose(clipped.norm(dim=-1), torch.tensor([[1.0, 0.5], [0.0, 1.0]], dtype=F64))
     assert torch.allclose(clipped[0, 0], torch.tensor([0.6, 0.8], dtype=F64))  # direction kept
     grads = {}
@@ -218,7 +250,7 @@ def test_score_clip_bounds_each_particles_contribution():
     assert grads[1e-3].norm() < 1e-2 * grads[None].norm()
     for bad in (0.0, -1.0, math.inf):
         with pytest.raises(ValueError, match="score_clip"):
-            DiKLConfig(score_clip=bad)
+            config(score_clip=bad)
 
 
 def test_mlp_generator_output_scale():
@@ -243,16 +275,19 @@ def test_mlp_generator_output_scale():
         assert 18.0 < float(x.std()) < 22.0 and float(plain.sample(4000).std()) < 1.0
 
 
-class CentredHarmonic:
-    """u = 2 Σ_i |x_i − x̄|² for 3 particles in 2-D: translation invariant, Gaussian in the
-    centred subspace with E Σ_i |x_i − x̄|² = (n − 1) d / 4 = 1 nm²."""
-
-    name = "centred_harmonic"
-    n_particles = 3
-    spatial_dim = 2
-
-    def reduced_energy(self, x):
-        return 2.0 * remove_mean(torch.as_tensor(x, dtype=F64)).pow(2).sum((-2, -1))
+def centred_harmonic():
+    """u = 2 Σ_i |x_i − x̄|² for 3 particles in 2-D as a TargetSystem with a torch twin:
+    translation invariant, Gaussian in the centred subspace with
+    E Σ_i |x_i − x̄|² = (n − 1) d / 4 = 1 nm²."""
+    system = openmm.System()
+    topology = app.Topology()
+    chain = topology.addChain()
+    for _ in range(3):
+        system.addParticle(1.0)
+        topology.addAtom("X", app.Element.getBySymbol("Ar"), topology.addResidue("X", chain))
+    positions = np.array([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]) * unit.nanometer
+    return TargetSystem("centred_harmonic", system, topology, positions, 300.0, spatial_dim=2,
+                        energy_fn=lambda x: 2.0 * remove_mean(x).pow(2).sum((-2, -1)))
 
 
 class LinearCentredGenerator(nn.Module):
@@ -269,15 +304,18 @@ class LinearCentredGenerator(nn.Module):
 
 
 def test_centred_dikl_fits_translation_invariant_gaussian():
-    """End to end in the zero-centre-of-mass subspace (auto-detected from the forces)."""
+    """End to end in the zero-centre-of-mass subspace (chosen because the target says it is
+    translation invariant, which TargetSystem measures)."""
     torch.manual_seed(0)
     generator = LinearCentredGenerator()
     score = MLPScore(3, 2, hidden=64, n_layers=2, centre=True)
-    config = DiKLConfig(n_levels=10, beta_min=1e-3, beta_max=0.3, batch_size=256,
-                        lr_generator=5e-3, lr_score=3e-3, score_steps_per_iter=10,
-                        n_importance=10, n_ais_steps=0, n_mala_steps=10, seed=0)
-    trainer = DiKLTrainer(CentredHarmonic(), generator, score, config)
-    assert trainer.centre is True
+    settings = config(n_levels=10, beta_min=1e-3, beta_max=0.3, batch_size=256,
+                      lr_generator=5e-3, lr_score=3e-3, score_steps_per_iter=10,
+                      n_importance=10, n_ais_steps=0, n_mala_steps=10, seed=0)
+    target = centred_harmonic()
+    trainer = DiKLTrainer(target, generator, score, settings)
+    assert target.translation_invariant and trainer.centre is True
+    assert trainer.config.schedule.centre is True  # resolved in the run's settings
     trainer.train(200, progress=False)
     with torch.no_grad():
         x = generator.sample(20000, torch.Generator().manual_seed(1))
@@ -292,7 +330,7 @@ def small_dw4_config(**changes):
                     checkpoint_every=2, ema_decay=0.9, lr_decay=0.5, n_iterations=4,
                     score_samples_per_iter=48)
     settings.update(changes)
-    return DiKLConfig(**settings)
+    return DiKLConfig.from_dict(settings)
 
 
 def dw4_models(seed=0):
@@ -398,10 +436,158 @@ def test_checkpoint_errors(dw4, tmp_path):
     with pytest.raises(CheckpointError, match="is for system 'dw4', not 'mw32'"):
         load_sampler(path, target=other)
     changed = DiKLTrainer(dw4, *dw4_models(), small_dw4_config(lr_generator=5e-4))
-    with pytest.raises(CheckpointError, match="different settings: lr_generator"):
+    with pytest.raises(CheckpointError, match=r"different settings: optimisation\.lr_generator="
+                                              r"0\.001 \(now 0\.0005\)"):
         changed.load_checkpoint(path)
     with pytest.raises(FileNotFoundError, match="checkpoint.pt"):
         trainer.train(3, out_dir=tmp_path / "empty", resume=True, progress=False)
+
+
+def test_check_checkpoint_names_the_file(dw4, tmp_path):
+    trainer = DiKLTrainer(dw4, *dw4_models(), small_dw4_config())
+    trainer.train(1, out_dir=tmp_path, progress=False)
+    assert check_checkpoint(tmp_path / "checkpoint.pt") is None
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        check_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match=r"sampler\.pt.*holds a 'sampler'"):
+        check_checkpoint(tmp_path / "sampler.pt")
+    check_checkpoint(tmp_path / "sampler.pt", kinds=("sampler",))
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"garbage\.pt.*truncated or corrupt"):
+        check_checkpoint(tmp_path / "garbage.pt")
+
+
+def test_format_1_checkpoint_with_flat_settings_is_migrated(dw4, tmp_path):
+    """A trainer checkpoint written before the settings had sections (flat, centre None,
+    without the later coordinate_scale / score_clip) still resumes and loads."""
+    trainer = DiKLTrainer(dw4, *dw4_models(), small_dw4_config())
+    trainer.train(2, progress=False)
+    state = trainer.state_dict()
+    assert state["format"] == "openmm_dikl.dikl/2"
+    assert state["config"]["schedule"]["centre"] is True  # the resolved centring is stored
+    flat = {key: value for section in ("schedule", "posterior", "optimisation", "run")
+            for key, value in state["config"][section].items()}
+    flat.update(seed=state["config"]["seed"], centre=None,
+                acceptance_range=list(flat["acceptance_range"]))
+    del flat["coordinate_scale"], flat["score_clip"]
+    old = dict(state, format="openmm_dikl.dikl/1", config=flat)
+    torch.save(old, tmp_path / "old.pt")
+
+    check_checkpoint(tmp_path / "old.pt")
+    resumed = DiKLTrainer(dw4, *dw4_models(seed=3), small_dw4_config())
+    resumed.load_checkpoint(tmp_path / "old.pt")
+    assert resumed.iteration == 2 and torch.equal(resumed.step_sizes, trainer.step_sizes)
+    for name, value in trainer.generator.state_dict().items():
+        assert torch.equal(resumed.generator.state_dict()[name], value), name
+    assert torch.equal(resumed.rng.get_state(), trainer.rng.get_state())
+    assert resumed.step()["score_gap"] == trainer.step()["score_gap"]  # the same next step
+    sampler = load_sampler(tmp_path / "old.pt", target="dw4")
+    assert sampler.sample(3, seed=0).shape == (3, 4, 2)
+    # the migrated settings are compared like new ones
+    with pytest.raises(CheckpointError, match=r"different settings: posterior\.n_mala_steps"):
+        DiKLTrainer(dw4, *dw4_models(), small_dw4_config(n_mala_steps=9)).load_checkpoint(
+            tmp_path / "old.pt")
+    torch.save(dict(old, config=dict(flat, no_such_setting=1)), tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match=r"foreign\.pt.*cannot read.*no_such_setting"):
+        check_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_resume_and_fine_tune_rules_follow_the_sections(dw4, tmp_path):
+    """Resuming allows other ``run`` settings only; fine-tuning needs the same ``schedule``."""
+    base = small_dw4_config()
+    run_changes = dict(n_iterations=9, checkpoint_every=3, eval_every=1, eval_samples=10,
+                       use_bridge=True)
+    other_changes = dict(n_mala_steps=9, mala_init_step=0.5, acceptance_range=(0.2, 0.3),
+                         batch_size=16, lr_score=0.5, ema_decay=0.5, score_clip=1.0, seed=99)
+    schedule_changes = dict(n_levels=7, beta_max=0.2, parameterization="score",
+                            coordinate_scale=2.0, centre=False)
+    for key, value in run_changes.items():
+        changed = base.replace(**{key: value})
+        assert changed.resume_differences(base) == [] and changed != base, key
+        assert changed.fine_tune_differences(base) == []
+    for key, value in other_changes.items():
+        changed = base.replace(**{key: value})
+        assert len(changed.resume_differences(base)) == 1, key
+        assert changed.fine_tune_differences(base) == [], key
+    for key, value in schedule_changes.items():
+        changed = base.replace(**{key: value})
+        assert [d.split("=")[0] for d in changed.fine_tune_differences(base)] == [
+            f"schedule.{key}"]
+        assert changed.resume_differences(base) == changed.fine_tune_differences(base)
+
+    trainer = DiKLTrainer(dw4, *dw4_models(), base)
+    trainer.train(2, out_dir=tmp_path / "run", progress=False)
+    source = tmp_path / "run" / "checkpoint.pt"
+    resumed = DiKLTrainer(dw4, *dw4_models(), small_dw4_config(checkpoint_every=1,
+                                                               n_iterations=3))
+    assert resumed.train(out_dir=tmp_path / "run", resume=True, progress=False)[-1][
+        "iteration"] == 3
+    uncentred = DiKLTrainer(dw4, *dw4_models(), small_dw4_config(centre=False))
+    with pytest.raises(CheckpointError, match=r"schedule\.centre=True \(now False\)"):
+        uncentred.load_weights(source)
+
+
+def test_config_reads_flat_nested_and_mixed_layouts():
+    flat = {"n_levels": 20, "batch_size": 256, "n_mala_steps": 5, "n_iterations": 10,
+            "seed": 3}
+    settings = DiKLConfig.from_dict(flat)
+    assert (settings.schedule.n_levels, settings.optimisation.batch_size,
+            settings.posterior.n_mala_steps, settings.run.n_iterations, settings.seed) == (
+        20, 256, 5, 10, 3)
+    assert settings.schedule.beta_max == ScheduleConfig().beta_max  # defaults fill the rest
+    nested = settings.to_dict()
+    assert set(nested) == {"schedule", "posterior", "optimisation", "run", "seed"}
+    assert DiKLConfig.from_dict(nested) == settings
+    assert DiKLConfig.from_dict(json.loads(json.dumps(nested))) == settings  # lists in JSON
+    mixed = {"schedule": {"n_levels": 20}, "posterior": {"n_mala_steps": 5},
+             "batch_size": 256, "n_iterations": 10, "seed": 3}
+    assert DiKLConfig.from_dict(mixed) == settings
+    assert DiKLConfig(schedule=ScheduleConfig(n_levels=20), posterior={"n_mala_steps": 5},
+                      optimisation={"batch_size": 256}, run={"n_iterations": 10},
+                      seed=3) == settings
+    assert settings.replace(n_levels=7).schedule.n_levels == 7
+    assert settings.schedule.n_levels == 20  # frozen: replace makes a copy
+    with pytest.raises(AttributeError):
+        settings.seed = 4
+    for bad, message in ((dict(flat, no_such=1), "unknown DiKLConfig setting 'no_such'"),
+                         (dict(flat, schedule={"n_levels": 5}), r"schedule\.n_levels is given "
+                                                               "twice"),
+                         ({"schedule": {"batch_size": 5}}, r"schedule\.batch_size \(it "
+                                                           r"belongs to optimisation\)")):
+        with pytest.raises(ValueError, match=message):
+            DiKLConfig.from_dict(bad)
+    with pytest.raises(TypeError, match="schedule must be a ScheduleConfig or a dict"):
+        DiKLConfig(schedule=5)
+
+
+def test_csv_log_keeps_the_rows_up_to_the_checkpoint(tmp_path):
+    path = tmp_path / "log.csv"
+    log = CSVLog(path, ["iteration", "loss"])
+    for i in range(1, 6):
+        log.append({"iteration": i, "loss": 0.5 * i, "not_a_column": 1})
+    with open(path, "a") as handle:
+        handle.write("1")  # a row cut by a kill inside its first field ("1" of "16")
+    log.truncate(3)
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["iteration"], r["loss"]) for r in rows] == [("1", "0.5"), ("2", "1.0"),
+                                                           ("3", "1.5")]
+    CSVLog(path).append({"iteration": 4, "loss": 2.0})  # the header of the existing file
+    with open(path, newline="") as handle:
+        assert list(csv.DictReader(handle))[-1] == {"iteration": "4", "loss": "2.0"}
+    log.truncate(0)
+    assert not path.exists()
+
+
+def test_counters_are_read_only_properties(dw4):
+    trainer = DiKLTrainer(dw4, *dw4_models(), small_dw4_config())
+    row = trainer.step()
+    assert trainer.iteration == row["iteration"] == 1 and trainer.skipped_steps == 0
+    assert trainer.posterior.n_evaluations == row["energy_evaluations"] > 0
+    for obj, name in ((trainer, "iteration"), (trainer, "wall_time"),
+                      (trainer, "skipped_steps"), (trainer.posterior, "n_evaluations")):
+        with pytest.raises(AttributeError):
+            setattr(obj, name, 0)
 
 
 def test_init_from_starts_a_new_run_from_another_runs_networks(dw4, tmp_path):
@@ -454,7 +640,8 @@ def test_init_from_starts_a_new_run_from_another_runs_networks(dw4, tmp_path):
     with pytest.raises(CheckpointError, match="holds a 'sampler'"):
         child.load_weights(tmp_path / "parent" / "sampler.pt")  # no score network in it
     other_noise = DiKLTrainer(dw4, *dw4_models(), small_dw4_config(n_levels=7))
-    with pytest.raises(CheckpointError, match="score network for other settings: n_levels"):
+    with pytest.raises(CheckpointError,
+                       match=r"score network for other settings: schedule\.n_levels=30 \(now 7\)"):
         other_noise.load_weights(source)
     broken = torch.load(source, weights_only=False)  # a score network that does not fit
     broken["score_state"] = dict(list(broken["score_state"].items())[:-1])
@@ -501,6 +688,7 @@ class Quadratic:
     name = "quadratic"
     n_particles = 2
     spatial_dim = 1
+    translation_invariant = False
 
     def reduced_energy(self, x):
         return 0.5 * torch.as_tensor(x, dtype=F64).pow(2).sum((-2, -1))
@@ -528,8 +716,8 @@ def small_quadratic_trainer(**changes):
                     score_steps_per_iter=3, n_importance=2, n_ais_steps=0, n_mala_steps=1,
                     seed=0)
     settings.update(changes)
-    return DiKLTrainer(Quadratic(), CountingGenerator(), MLPScore(2, 1, hidden=8, n_layers=1),
-                       DiKLConfig(**settings))
+    return trainer_for(Quadratic(), CountingGenerator(), MLPScore(2, 1, hidden=8, n_layers=1),
+                       DiKLConfig.from_dict(settings))
 
 
 def test_score_samples_per_iter_draws_one_pool():
@@ -551,9 +739,9 @@ def test_generator_weighting_changes_only_the_generator_gradient():
         grads[weighting] = torch.cat([p.grad.flatten() for p in trainer.generator.parameters()])
     # inv_alpha weights every sample by 1/α > 1 (same random draws): a different gradient
     assert not torch.allclose(grads["uniform"], grads["inv_alpha"])
-    assert DiKLConfig(generator_weighting=None).generator_weighting is None
-    with pytest.raises(ValueError, match="generator_weighting"):
-        DiKLConfig(generator_weighting="snr")
+    assert config(generator_weighting=None).optimisation.generator_weighting is None
+    with pytest.raises(ValueError, match="optimisation.generator_weighting"):
+        config(generator_weighting="snr")
 
 
 def test_overflowing_samples_are_dropped_and_bad_steps_skipped():
@@ -591,60 +779,73 @@ def test_learning_rate_decay_and_weight_average():
         assert torch.allclose(avg, 0.25 * p0 + 0.25 * p1 + 0.5 * p2.detach())
     assert not torch.equal(next(trainer.generator_ema.parameters()),
                            next(trainer.generator.parameters()))
-    assert DiKLTrainer(Quadratic(), MLPGenerator(2, 1), MLPScore(2, 1),
+    assert trainer_for(Quadratic(), MLPGenerator(2, 1), MLPScore(2, 1),
                        DiKLConfig()).sampling_generator.__class__ is MLPGenerator
     for bad in (dict(lr_decay=0.0), dict(lr_decay=1.5), dict(ema_decay=1.0),
                 dict(score_samples_per_iter=0)):
         with pytest.raises(ValueError, match=next(iter(bad))):
-            DiKLConfig(**bad)
+            DiKLConfig.from_dict(bad)
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="batch_size"):
-        DiKLConfig(batch_size=0)
-    with pytest.raises(ValueError, match="beta_min"):
-        DiKLConfig(beta_min=0.1, beta_max=0.05)
-    with pytest.raises(ValueError, match="weighting"):
-        DiKLConfig(weighting="snr")
+    with pytest.raises(ValueError, match=r"optimisation\.batch_size must be an integer >= 1"):
+        config(batch_size=0)
+    with pytest.raises(ValueError, match=r"schedule\.beta_min"):
+        config(beta_min=0.1, beta_max=0.05)
+    with pytest.raises(ValueError, match=r"optimisation\.weighting"):
+        config(weighting="snr")
+    with pytest.raises(ValueError, match=r"posterior\.acceptance_range"):
+        config(acceptance_range=(0.7, 0.5))
+    with pytest.raises(ValueError, match=r"posterior\.step_adapt_factor"):
+        config(step_adapt_factor=1.0)
+    with pytest.raises(ValueError, match=r"run\.use_bridge"):
+        config(use_bridge="yes")
+    with pytest.raises(ValueError, match="seed"):
+        config(seed=1.5)
     with pytest.raises(ValueError, match="has 4 in 2-D"):
         DiKLTrainer(systems.get("dw4"), MLPGenerator(1, 2), MLPScore(4, 2), DiKLConfig())
 
 
 # ---------------------------------------------------------------------- shipped recipes
-def shipped_files(folder, suffix):
-    import glob
-    import os
-    root = os.path.join(os.path.dirname(__file__), "..", "systems", folder)
-    return sorted(glob.glob(os.path.join(root, f"*{suffix}")))
+def shipped_recipes():
+    folder = os.path.join(SHIPPED, "configs")
+    return sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                  if name.endswith(".json"))
 
 
-@pytest.mark.parametrize("path", shipped_files("configs", ".json"))
+def shipped_checkpoint(name):
+    """Path of the shipped checkpoint of ``name``; fails the test if it is missing."""
+    path = os.path.normpath(os.path.join(SHIPPED, "checkpoints", f"{name}.pt"))
+    assert os.path.isfile(path), f"the shipped checkpoint {path} of {name!r} is missing"
+    return path
+
+
+def test_shipped_recipes_exist():
+    assert {json.load(open(path))["system"] for path in shipped_recipes()} >= set(BUNDLED_SAMPLERS)
+
+
+@pytest.mark.parametrize("path", shipped_recipes())
 def test_shipped_recipes_build(path):
     """Every recipe names a bundled system and builds matching networks and a config."""
-    import json
-    import os
-
-    from openmm_dikl.nn import build_model
     with open(path) as handle:
         recipe = json.load(handle)
     assert set(recipe) == {"system", "generator", "score_model", "dikl", "notes"}
     stem = os.path.basename(path)[:-5]  # SYSTEM.json, or SYSTEM_STAGE.json (e.g. fine-tuning)
     assert stem == recipe["system"] or stem.startswith(recipe["system"] + "_"), stem
     target = systems.get(recipe["system"])
-    config = DiKLConfig(**recipe["dikl"])
+    settings = DiKLConfig.from_dict(recipe["dikl"])
     generator, score = build_model(recipe["generator"]), build_model(recipe["score_model"])
     for net in (generator, score):
         assert (net.n_particles, net.spatial_dim) == (target.n_particles, target.spatial_dim)
-    assert config.n_iterations > 0 and recipe["notes"]
+    assert settings.run.n_iterations > 0 and recipe["notes"]
 
 
-@pytest.mark.parametrize("path", shipped_files("checkpoints", ".pt"))
-def test_shipped_checkpoints_load_and_sample(path):
+@pytest.mark.parametrize("name", BUNDLED_SAMPLERS)
+def test_shipped_checkpoints_load_and_sample(name):
     """A shipped sampler loads by name, samples finite configurations and has its record."""
-    import json
-    import os
-    name = os.path.basename(path)[:-3]
+    path = shipped_checkpoint(name)
     sampler = load_sampler(name, target=name)
+    assert os.path.samefile(sampler.source, path)
     target = systems.get(name)
     x = sampler.sample(64, seed=0)
     assert x.shape == (64, target.n_particles, target.spatial_dim) and torch.isfinite(x).all()
@@ -672,21 +873,22 @@ SHIPPED_QUALITY = {
 }
 
 
-@pytest.mark.parametrize("path", shipped_files("checkpoints", ".pt"))
-def test_shipped_checkpoints_meet_their_stated_quality(path):
-    """Re-measure each shipped generator; it meets its bounds and beats its untrained self."""
-    import os
+def test_every_bundled_sampler_has_stated_quality():
+    assert set(SHIPPED_QUALITY) == set(BUNDLED_SAMPLERS)
 
-    from openmm_dikl.nn import build_model
-    from openmm_dikl.dikl.recipes import evaluate_configurations
-    name = os.path.basename(path)[:-3]
+
+@pytest.mark.parametrize("name", BUNDLED_SAMPLERS)
+def test_shipped_checkpoints_meet_their_stated_quality(name):
+    """Re-measure each shipped generator; it meets its bounds and beats its untrained self."""
+    shipped_checkpoint(name)
     target = systems.get(name)
     sampler = load_sampler(name, target=name)
-    trained = evaluate_configurations(target, sampler.sample(4000, seed=123))
+    trained = evaluation_metrics(target, sampler.sample(4000, seed=123), floors=False)
     torch.manual_seed(0)
     untrained_net = build_model(sampler.generator.config)
     with torch.no_grad():
-        untrained = evaluate_configurations(target, untrained_net.sample(4000).double())
+        untrained = evaluation_metrics(target, untrained_net.sample(4000).double(),
+                                       floors=False)
     for metric, bound, kind, beat_untrained in SHIPPED_QUALITY[name]:
         value, before = trained[metric], untrained[metric]
         if kind == "max":

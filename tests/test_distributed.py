@@ -18,8 +18,8 @@ import torch.multiprocessing as mp
 from openmm_dikl import systems
 from openmm_dikl.dikl import distributed
 from openmm_dikl.dikl import DiKLConfig, DiKLTrainer
-from openmm_dikl.dikl.trainer import _rank_seed
 from openmm_dikl.nn import EGNNGenerator, EGNNScore
+from openmm_dikl.seeding import derived_seed
 
 WORLD = 2
 SETTINGS = dict(n_levels=5, batch_size=8, score_steps_per_iter=1, n_importance=4,
@@ -31,7 +31,7 @@ def make_trainer(settings=SETTINGS, distributed_=None, init_seed=0):
     torch.manual_seed(init_seed)  # the same initial weights everywhere (DDP also broadcasts rank 0's)
     generator = EGNNGenerator(4, 2, hidden=16, n_layers=2).double()
     score = EGNNScore(4, 2, hidden=16, n_layers=1).double()
-    return DiKLTrainer(systems.get("dw4"), generator, score, DiKLConfig(**settings),
+    return DiKLTrainer(systems.get("dw4"), generator, score, DiKLConfig.from_dict(settings),
                        distributed=distributed_)
 
 
@@ -110,12 +110,12 @@ def test_two_processes_take_the_step_of_the_global_batch(two_processes):
     two = result["state"]
 
     # Reference in one process: the same global batch is rank 0's share (8 / 2 samples,
-    # generator seeded with `seed`) plus rank 1's (seeded with _rank_seed(seed, 1)); its
+    # generator seeded with `seed`) plus rank 1's (seeded with derived_seed(seed, 1)); its
     # gradient is the mean of the two share gradients, then one Adam step.
     ref = make_trainer(dict(SETTINGS, batch_size=SETTINGS["batch_size"] // WORLD),
                        distributed_=False)
     assert ref.world_size == 1
-    rngs = [torch.Generator().manual_seed(_rank_seed(SETTINGS["seed"], r)) for r in range(WORLD)]
+    rngs = [torch.Generator().manual_seed(derived_seed(SETTINGS["seed"], r)) for r in range(WORLD)]
     start_generator = copy.deepcopy(ref.generator.state_dict())
     ref._set_learning_rates()
     ref.opt_score.zero_grad()

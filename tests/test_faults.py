@@ -37,8 +37,40 @@ from openmm_dikl.systems import from_openmm, shipped_path
 from openmm_dikl.samplers import HMC, MALA
 from openmm_dikl.units import as_kelvin, check_positions
 
-HANG_ENV = "OPENMM_DIKL_TEST_HANG_IN_SAVE"  # see openmm_dikl.dikl.checkpoints._maybe_hang_in_save
 CHECKPOINT_EVERY = 3
+
+#: ``python HANG_DRIVER K ARGV...`` runs ``openmm-dikl ARGV`` with torch.save replaced by one
+#: that, on its K-th call, writes the first half of the file and then hangs until killed:
+#: a deterministic way to SIGKILL training in the middle of a checkpoint write, injected
+#: from the test side (the library has no fault hook).
+HANG_DRIVER = """
+import io
+import sys
+import time
+
+import torch
+
+import openmm_dikl.cli
+
+hang_at, calls, real_save = int(sys.argv[1]), [], torch.save
+
+
+def save(obj, f, *args, **kwargs):
+    calls.append(f)
+    if len(calls) != hang_at:
+        return real_save(obj, f, *args, **kwargs)
+    buffer = io.BytesIO()
+    real_save(obj, buffer, *args, **kwargs)
+    data = buffer.getvalue()
+    with open(f, "wb") as handle:
+        handle.write(data[: len(data) // 2])
+    while True:
+        time.sleep(1.0)
+
+
+torch.save = save
+sys.exit(openmm_dikl.cli.main(sys.argv[2:]))
+"""
 
 
 # ---------------------------------------------------------------------- helpers
@@ -58,14 +90,20 @@ def recipe(tmp_path_factory):
     return path
 
 
-def start_training(recipe, out, resume=False, env=None):
-    """`openmm-dikl train` in a subprocess that runs until killed."""
-    argv = [sys.executable, "-m", "openmm_dikl.cli", "train", "dw4", "--config", str(recipe),
-            "--out", str(out), "--iterations", "1000000", "--no-progress"]
-    return subprocess.Popen(argv + (["--resume"] if resume else []),
+def start_training(recipe, out, hang_in_save=None):
+    """`openmm-dikl train` in a subprocess that runs until killed; with ``hang_in_save=K``
+    through :data:`HANG_DRIVER` (the K-th checkpoint write hangs half-way)."""
+    argv = ["train", "dw4", "--config", str(recipe), "--out", str(out), "--iterations",
+            "1000000", "--no-progress"]
+    if hang_in_save is None:
+        command = [sys.executable, "-m", "openmm_dikl.cli"] + argv
+    else:
+        driver = out.parent / "hang_driver.py"
+        driver.write_text(HANG_DRIVER)
+        command = [sys.executable, str(driver), str(hang_in_save)] + argv
+    return subprocess.Popen(command,
                             # the same thread count as the in-process resume (bitwise replay)
-                            env=dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()),
-                                     **(env or {})),
+                            env=dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads())),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -112,7 +150,7 @@ def train_in_process(recipe, out, total, resume):
     from openmm_dikl.nn import build_model
     spec = json.loads(recipe.read_text())
     trainer = DiKLTrainer(systems.get("dw4"), build_model(spec["generator"]),
-                          build_model(spec["score_model"]), DiKLConfig(**spec["dikl"]))
+                          build_model(spec["score_model"]), DiKLConfig.from_dict(spec["dikl"]))
     trainer.train(total, out_dir=out, resume=resume, progress=False)
     trainer.close()
 
@@ -123,22 +161,27 @@ def assert_resumed_run_replays_the_killed_one(out, before, last_good, total):
     same weights): the resumed run is the uninterrupted run."""
     after = log_rows(out)
     assert sorted(after) == list(range(1, total + 1))
+    assert all(after[i] == before[i] for i in before if i <= last_good)  # kept as they were
     replayed = [i for i in before if last_good < i <= total]
     assert replayed, "the kill came too early to compare any replayed iteration"
-    for i in range(1, total + 1):
-        if i in before:
-            assert after[i] == before[i], i
+    for i in replayed:
+        assert after[i] == before[i], i
     assert checkpoint_iteration(out / "checkpoint.pt") == total
+    return replayed
 
 
 # ---------------------------------------------------------------------- killed training
 def test_kill_during_checkpoint_write_keeps_last_good_checkpoint(recipe, tmp_path):
     out = tmp_path / "run"
     # the third checkpoint write (iteration 9) stops half-way through its temporary file
-    process = start_training(recipe, out, env={HANG_ENV: "3"})
+    process = start_training(recipe, out, hang_in_save=3)
     stuck_at = 3 * CHECKPOINT_EVERY
-    temp = wait_until(lambda: len(log_rows(out)) == stuck_at and list(out.glob(".tmp-*.pt")),
-                      process)
+
+    def half_written():
+        temp = list(out.glob(".tmp-*.pt"))
+        return len(log_rows(out)) == stuck_at and temp and temp[0].stat().st_size > 0 and temp
+
+    temp = wait_until(half_written, process)
     time.sleep(0.2)
     assert process.poll() is None and list(out.glob(".tmp-*.pt")) == temp  # hanging in the write
     kill(process)
@@ -149,8 +192,30 @@ def test_kill_during_checkpoint_write_keeps_last_good_checkpoint(recipe, tmp_pat
     before = log_rows(out)
     assert sorted(before) == list(range(1, stuck_at + 1))  # log ran ahead of the checkpoint
     train_in_process(recipe, out, stuck_at + 3, resume=True)
-    assert_resumed_run_replays_the_killed_one(out, before, 2 * CHECKPOINT_EVERY, stuck_at + 3)
+    replayed = assert_resumed_run_replays_the_killed_one(out, before, 2 * CHECKPOINT_EVERY,
+                                                         stuck_at + 3)
+    assert replayed == list(range(2 * CHECKPOINT_EVERY + 1, stuck_at + 1))
     assert load_sampler(out / "sampler.pt", target="dw4").sample(4, seed=0).shape == (4, 4, 2)
+
+
+def pause_when_rows_follow_the_checkpoint(process, out, timeout=60.0):
+    """SIGSTOP ``process`` at the first moment at which log.csv holds rows after the
+    iteration of checkpoint.pt (the rows a resumed run must replay); returns that
+    iteration.  Each look happens while the process is stopped, so the files cannot change
+    between the look and the kill."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        process.send_signal(signal.SIGSTOP)
+        _, status = os.waitpid(process.pid, os.WUNTRACED)  # returns once it has stopped
+        assert os.WIFSTOPPED(status), status
+        last_good = checkpoint_iteration(out / "checkpoint.pt")  # loads: never torn
+        if max(log_rows(out)) > last_good:
+            return last_good
+        process.send_signal(signal.SIGCONT)
+        assert process.poll() is None, process.stderr.read().decode()
+        time.sleep(0.002)
+    process.kill()
+    raise AssertionError("the log never ran ahead of the checkpoint")
 
 
 def test_kill_at_a_random_moment_then_resume(recipe, tmp_path):
@@ -158,19 +223,18 @@ def test_kill_at_a_random_moment_then_resume(recipe, tmp_path):
     process = start_training(recipe, out)
     wait_until(lambda: len(log_rows(out)) > CHECKPOINT_EVERY, process)  # a checkpoint exists
     time.sleep(random.Random(8).uniform(0.0, 0.5))
+    last_good = pause_when_rows_follow_the_checkpoint(process, out)
     kill(process)
-    last_good = checkpoint_iteration(out / "checkpoint.pt")  # loads: never torn
+    assert checkpoint_iteration(out / "checkpoint.pt") == last_good
     assert last_good % CHECKPOINT_EVERY == 0 and last_good >= CHECKPOINT_EVERY
     before = log_rows(out)
-    assert sorted(before) == list(range(1, max(before) + 1)) and max(before) >= last_good
+    assert sorted(before) == list(range(1, max(before) + 1))
+    assert last_good < max(before) <= last_good + CHECKPOINT_EVERY
     # resume a few iterations past the checkpoint, replaying those the killed run logged
-    total = last_good + 4
+    total = last_good + CHECKPOINT_EVERY + 1
     train_in_process(recipe, out, total, resume=True)
-    after = log_rows(out)
-    assert sorted(after) == list(range(1, total + 1))
-    for i in range(1, total + 1):
-        if i in before:
-            assert after[i] == before[i], i
+    replayed = assert_resumed_run_replays_the_killed_one(out, before, last_good, total)
+    assert replayed == list(range(last_good + 1, max(before) + 1))
 
 
 @pytest.mark.parametrize("keep", [0, 100, 0.5, -1], ids=["empty", "100B", "half", "last-byte"])
@@ -377,7 +441,8 @@ BAD_API_INPUT = [
      ValueError, r"alphas must lie in \(0, 1\]"),
     ("alpha NaN (move)", lambda ds: DiffusiveGibbsMove([float("nan")]),
      ValueError, "alphas must be finite"),
-    ("VP schedule not increasing", lambda ds: DiKLConfig(beta_min=0.1, beta_max=0.01),
+    ("VP schedule not increasing", lambda ds: DiKLConfig.from_dict(dict(beta_min=0.1,
+                                                                          beta_max=0.01)),
      ValueError, "beta_min"),
     ("step 0 (DiGS)", lambda ds: DiGSSampler(_energy, alphas=[0.5], step_size=0.0),
      ValueError, "step_size must be a finite value > 0"),
@@ -399,9 +464,9 @@ BAD_API_INPUT = [
                                                progress=False),
      ValueError, "chains must be >= 1"),
     ("negative sweeps", lambda ds: DiGSSampler(_energy, alphas=[0.5], step_size=0.1)
-     .run(torch.zeros(2, 4, 2), -1, progress=False), ValueError, "n_sweeps >= 1"),
-    ("negative iterations", lambda ds: DiKLConfig(n_iterations=-1), ValueError,
-     "n_iterations must be an integer >= 0"),
+     .run(torch.zeros(2, 4, 2), -1, progress=False), ValueError, "n_steps >= 1"),
+    ("negative iterations", lambda ds: DiKLConfig.from_dict({"n_iterations": -1}), ValueError,
+     r"run\.n_iterations must be an integer >= 0"),
     ("unknown platform", lambda ds: run_sampler(ds["dw4"], "langevin", platform="Nope",
                                                 out=ds["out"], progress=False),
      ValueError, "platform 'Nope' is not available"),

@@ -1,82 +1,87 @@
-"""Checkpoint files of DiKL training and trained one-shot samplers.
+"""The checkpoint file format of DiKL: writing, reading, checking and migrating.
 
-:func:`save_sampler` / :func:`load_sampler` write and read small generator-only files
-(``sampler.pt``; the shipped ``systems/checkpoints/<name>.pt``) and also read full
-training checkpoints written by :class:`~openmm_dikl.dikl.DiKLTrainer`.  Every file is
-written atomically (temporary file, fsync, rename) and checked on reading: a truncated or
-foreign file, or one for another system, raises :class:`CheckpointError` naming the file.
-Positions are in nm.
+Two kinds of file share one format, a ``torch.save``'d dict with ``"format"`` and
+``"kind"`` keys:
+
+* ``"trainer"`` — the full training state of a :class:`~openmm_dikl.dikl.DiKLTrainer`
+  (``OUT/checkpoint.pt``): networks, weight average, optimisers, random states, MALA
+  step sizes, iteration and the run's :class:`~openmm_dikl.dikl.DiKLConfig`;
+* ``"sampler"`` — a generator only (``sampler.pt``, the shipped
+  ``systems/checkpoints/<name>.pt``), read by :func:`~openmm_dikl.dikl.load_sampler`.
+
+Files are written atomically (:func:`openmm_dikl.io.atomic_write`: temporary file in the
+same folder, fsync, rename), so an interrupted write never leaves a torn file, and are
+checked on reading: a missing, truncated or foreign file, or one for another system,
+raises ``FileNotFoundError`` or :class:`CheckpointError` naming the file.
+
+Format history: ``openmm_dikl.dikl/1`` stored the trainer's settings as one flat dict
+(and ``centre: None`` when it was chosen automatically); ``openmm_dikl.dikl/2`` stores
+the nested :meth:`DiKLConfig.to_dict` with the resolved centring.  Format-1 files are
+migrated when read (:func:`migrate`), so both kinds written by earlier versions, the
+shipped samplers included, stay loadable.
 """
+import copy
 import os
-import secrets
-import tempfile
-import time
 
 import torch
 
-from .. import systems
-from ..geometry import remove_mean
-from ..nn import build_model
+from ..io import atomic_write
+from .config import DiKLConfig
 
-__all__ = ["CheckpointError", "NeuralSampler", "save_sampler", "load_sampler",
-           "BUNDLED_SAMPLERS", "CHECKPOINT_FORMAT"]
+__all__ = ["CheckpointError", "CHECKPOINT_FORMAT", "READABLE_FORMATS", "write_checkpoint",
+           "read_checkpoint", "check_checkpoint", "migrate", "stored_config", "check_target",
+           "load_states", "trainer_state", "read_trainer_checkpoint", "load_networks"]
 
-CHECKPOINT_FORMAT = "openmm_dikl.dikl/1"
-#: Systems for which a trained sampler is meant to ship in ``systems/checkpoints/``.
-BUNDLED_SAMPLERS = ("dw4", "lj13", "mw32", "mog40")
+#: Format written by this version.
+CHECKPOINT_FORMAT = "openmm_dikl.dikl/2"
+#: Formats read by this version (older ones are migrated, see :func:`migrate`).
+READABLE_FORMATS = ("openmm_dikl.dikl/1", CHECKPOINT_FORMAT)
 
 
 class CheckpointError(ValueError):
     """A checkpoint file is corrupt, truncated, of the wrong kind or for another system."""
 
 
-#: Fault-injection hook for tests/test_faults.py: with this variable set to K, the K-th
-#: checkpoint write of the process leaves a half-written temporary file and hangs (until
-#: killed), so a test can SIGKILL training deterministically in the middle of a write.
-_HANG_IN_SAVE_ENV = "OPENMM_DIKL_TEST_HANG_IN_SAVE"
-_save_calls = 0
+def write_checkpoint(path, state):
+    """Write ``state`` (a dict of tensors and plain values) to ``path`` atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination; an existing file is replaced only once the new one is complete.
+    state : dict
+        Must hold ``"format"`` and ``"kind"``.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    return atomic_write(os.fspath(path), lambda tmp: torch.save(state, tmp))
 
 
-def _maybe_hang_in_save(handle):
-    global _save_calls
-    _save_calls += 1
-    if os.environ.get(_HANG_IN_SAVE_ENV) == str(_save_calls):
-        handle.flush()
-        handle.truncate(max(1, handle.tell() // 2))
-        handle.flush()
-        while True:
-            time.sleep(1.0)
+def read_checkpoint(path, kinds=("trainer", "sampler")):
+    """Load, check and migrate an openmm_dikl checkpoint file (on the CPU).
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+    kinds : tuple of str
+        Accepted kinds (``"trainer"``, ``"sampler"``).
 
-def _atomic_save(obj, path):
-    """torch.save to a temporary file in the same folder, fsync, then os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            _maybe_hang_in_save(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    try:
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    Returns
+    -------
+    dict
+        The content in the current format (:data:`CHECKPOINT_FORMAT`).
 
-
-def _load_file(path, kinds=("trainer", "sampler")):
-    """Load and sanity-check an openmm_dikl checkpoint file (dict) on the CPU."""
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    CheckpointError
+        If it is truncated or corrupt, not an openmm_dikl checkpoint, of another kind, or
+        holds settings that cannot be read.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file {path!r} does not exist")
@@ -85,195 +90,223 @@ def _load_file(path, kinds=("trainer", "sampler")):
     except Exception as err:  # torch raises several types for damaged files
         raise CheckpointError(f"checkpoint file {path!r} is truncated or corrupt "
                               f"({type(err).__name__}: {err})") from err
-    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(obj, dict) or obj.get("format") not in READABLE_FORMATS:
         raise CheckpointError(f"file {path!r} is not an openmm_dikl DiKL checkpoint "
-                              f"(expected format {CHECKPOINT_FORMAT!r})")
+                              f"(expected format {' or '.join(map(repr, READABLE_FORMATS))})")
     if obj.get("kind") not in kinds:
         raise CheckpointError(f"checkpoint file {path!r} holds a {obj.get('kind')!r}, "
-                              f"expected one of {kinds}")
+                              f"expected one of {tuple(kinds)}")
+    return migrate(obj, path)
+
+
+def check_checkpoint(path, kinds=("trainer",)):
+    """Check that ``path`` is a readable checkpoint of one of ``kinds`` (before writing
+    anything that depends on it, e.g. ``openmm-dikl train --resume``).
+
+    Raises
+    ------
+    FileNotFoundError, CheckpointError
+        As :func:`read_checkpoint`; the message names the file.
+    """
+    read_checkpoint(path, kinds)
+
+
+def migrate(obj, path="<checkpoint>"):
+    """The content of a checkpoint of any readable format in the current format.
+
+    Format 1 → 2: a trainer checkpoint's flat settings become the nested
+    :meth:`DiKLConfig.to_dict` (settings added after format 1 was fixed,
+    ``coordinate_scale`` and ``score_clip``, get their defaults, which are the behaviour
+    from before), and an automatic centring (``centre: None``) becomes the centring the
+    run used (the stored ``"centre"``).  Sampler files need no change.
+
+    Raises
+    ------
+    CheckpointError
+        If the stored settings are not valid DiKL settings.
+    """
+    if obj["format"] == CHECKPOINT_FORMAT:
+        return obj
+    obj = dict(obj, format=CHECKPOINT_FORMAT)
+    if obj["kind"] == "trainer":
+        config = stored_config(obj, path)
+        if config.schedule.centre is None:
+            config = config.replace(centre=bool(obj["centre"]))
+        obj["config"] = config.to_dict()
     return obj
 
 
-def _check_target(obj, path, name, n_particles, spatial_dim):
-    found = (obj.get("target_name"), obj.get("n_particles"), obj.get("spatial_dim"))
-    if found != (name, n_particles, spatial_dim):
-        raise CheckpointError(f"checkpoint file {path!r} is for system {found[0]!r} "
-                              f"({found[1]} particles, {found[2]}-D), not for {name!r} "
-                              f"({n_particles} particles, {spatial_dim}-D)")
+def stored_config(obj, path="<checkpoint>"):
+    """The :class:`DiKLConfig` stored in a trainer checkpoint (either layout).
 
-
-def _load_state(module, state, what, path):
+    Raises
+    ------
+    CheckpointError
+        If it is missing or invalid.
+    """
     try:
-        module.load_state_dict(state)
-    except (RuntimeError, KeyError, TypeError) as err:
-        raise CheckpointError(f"the {what} in checkpoint file {path!r} does not fit the "
-                              f"model: {err}") from err
+        return DiKLConfig.from_dict(dict(obj["config"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint file {path!r} holds settings this version cannot "
+                              f"read: {err}") from err
 
 
-class NeuralSampler:
-    """A trained one-shot generator: ``sample(n)`` costs one network call per batch.
+def check_target(obj, path, target):
+    """Refuse a checkpoint written for another system than ``target``.
 
     Parameters
     ----------
-    generator : torch.nn.Module
-        With ``sample(n, generator=torch.Generator)`` -> (n, n_particles, spatial_dim), nm.
-    target_name : str
-        Name of the system it was trained on.
-    metadata : dict, optional
-    centre : bool
-        Remove the centre of mass of the samples (runs in the centred subspace).
-    source : str, optional
-        File it was loaded from.
+    obj : dict
+        Checkpoint content.
+    path : str
+        Its file (for the message).
+    target : TargetSystem or target-like
+        Needs ``name``, ``n_particles`` and ``spatial_dim``.
+
+    Raises
+    ------
+    CheckpointError
     """
-
-    def __init__(self, generator, target_name, metadata=None, centre=False, source=None):
-        self.generator = generator.eval()
-        self.target_name = target_name
-        self.metadata = dict(metadata or {})
-        self.centre = bool(centre)
-        self.source = source
-        self.n_particles = generator.n_particles
-        self.spatial_dim = generator.spatial_dim
-
-    def __repr__(self):
-        return (f"NeuralSampler({self.target_name!r}, n_particles={self.n_particles}, "
-                f"spatial_dim={self.spatial_dim}, source={self.source!r})")
-
-    def sample(self, n, seed=None, batch_size=10000):
-        """Draw ``n`` configurations.
-
-        Parameters
-        ----------
-        n : int
-            Number of samples (≥ 1).
-        seed : int, optional
-            Seed of the torch.Generator used (None: fresh entropy); the global RNG is
-            never used.
-        batch_size : int
-            Samples per generator call.
-
-        Returns
-        -------
-        torch.Tensor, shape=(n, n_particles, spatial_dim), dtype=float64
-            Positions in nm.
-        """
-        if int(n) != n or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n}")
-        gen = torch.Generator().manual_seed(secrets.randbits(62) if seed is None else int(seed))
-        chunks = []
-        with torch.no_grad():
-            for start in range(0, int(n), int(batch_size)):
-                m = min(int(batch_size), int(n) - start)
-                x = self.generator.sample(m, generator=gen).to(torch.float64)
-                chunks.append(remove_mean(x) if self.centre else x)
-        return torch.cat(chunks)
-
-    def to_mdtraj(self, n, seed=None):
-        """``n`` samples as an :class:`mdtraj.Trajectory` of the bundled system (nm).
-
-        Raises
-        ------
-        ValueError
-            If ``target_name`` is not a bundled system (no topology is known).
-        """
-        try:
-            target = systems.get(self.target_name)
-        except KeyError as err:
-            raise ValueError(f"sampler was trained on {self.target_name!r}, which is not a "
-                             f"bundled system; use sample() and your own topology") from err
-        return target.to_mdtraj(self.sample(n, seed).numpy())
+    found = (obj.get("target_name"), obj.get("n_particles"), obj.get("spatial_dim"))
+    wanted = (target.name, target.n_particles, target.spatial_dim)
+    if found != wanted:
+        raise CheckpointError(f"checkpoint file {path!r} is for system {found[0]!r} "
+                              f"({found[1]} particles, {found[2]}-D), not for {wanted[0]!r} "
+                              f"({wanted[1]} particles, {wanted[2]}-D)")
 
 
-def save_sampler(path, target_name, generator, metadata=None, centre=False):
-    """Write a small generator-only file that :func:`load_sampler` reads.
+def load_states(loads, path):
+    """Load state dicts into modules and optimisers, all or nothing.
+
+    Parameters
+    ----------
+    loads : list of (object, dict, str)
+        ``(module_or_optimizer, state, what)``; ``what`` names it in the message.
+    path : str
+        The file the states come from (for the message).
+
+    Raises
+    ------
+    CheckpointError
+        If a state does not fit; every object then keeps the state it had.
+    """
+    before = [copy.deepcopy(target.state_dict()) for target, _, _ in loads]
+    done = []
+    try:
+        for target, state, what in loads:
+            done.append(target)
+            try:
+                target.load_state_dict(state)
+            except (RuntimeError, KeyError, TypeError, ValueError) as err:
+                raise CheckpointError(f"the {what} in checkpoint file {path!r} does not fit "
+                                      f"the model: {err}") from err
+    except CheckpointError:
+        for target, state in zip(done, before):
+            target.load_state_dict(state)
+        raise
+
+
+# ---------------------------------------------------------------------- trainer state
+def trainer_state(trainer, rng_states):
+    """The content of a trainer checkpoint: everything to continue a run bit for bit.
+
+    Parameters
+    ----------
+    trainer : DiKLTrainer
+    rng_states : list of torch.Tensor
+        The torch.Generator state of every rank (rank 0's first).
+
+    Returns
+    -------
+    dict
+        ``format``, ``kind`` ("trainer"), the system (``target_name``, ``n_particles``,
+        ``spatial_dim``), progress (``iteration``, ``wall_time`` in s,
+        ``skipped_steps``), ``config`` (:meth:`DiKLConfig.to_dict`), ``centre``, the
+        architectures and states of the generator, its weight average (or None), the
+        score network and both Adam optimisers, ``rng_state`` (rank 0) and
+        ``rng_states``, ``world_size``, the per-level MALA ``step_sizes`` (nm²) and
+        ``init_from``.
+    """
+    ema = trainer.generator_ema
+    return {"format": CHECKPOINT_FORMAT, "kind": "trainer",
+            "target_name": trainer.target.name, "n_particles": trainer.target.n_particles,
+            "spatial_dim": trainer.target.spatial_dim, "iteration": trainer.iteration,
+            "wall_time": trainer.wall_time, "skipped_steps": trainer.skipped_steps,
+            "config": trainer.config.to_dict(), "centre": trainer.centre,
+            "generator_config": getattr(trainer.generator, "config", None),
+            "score_config": getattr(trainer.score_model, "config", None),
+            "generator_state": trainer.generator.state_dict(),
+            "generator_ema_state": None if ema is None else ema.state_dict(),
+            "score_state": trainer.score_model.state_dict(),
+            "opt_generator_state": trainer.opt_generator.state_dict(),
+            "opt_score_state": trainer.opt_score.state_dict(),
+            "rng_state": rng_states[0], "rng_states": list(rng_states),
+            "world_size": trainer.world_size, "step_sizes": trainer.step_sizes.clone(),
+            "init_from": trainer.init_from}
+
+
+def read_trainer_checkpoint(path, target, config, resume):
+    """Read a trainer checkpoint and check that it fits a run on ``target`` with ``config``.
 
     Parameters
     ----------
     path : str or os.PathLike
-        Destination (written atomically).
-    target_name : str
-        System the generator samples.
-    generator : torch.nn.Module
-        Needs ``config`` (a dict accepted by ``openmm_dikl.nn.build_model``),
-        ``n_particles`` and ``spatial_dim``.
-    metadata : dict, optional
-        Plain Python values (numbers, strings, lists, dicts) to keep with the model.
-    centre : bool
-        Whether samples are to be centred on their centre of mass.
-
-    Raises
-    ------
-    ValueError
-        If the generator has no ``config`` to rebuild it from.
-    """
-    config = getattr(generator, "config", None)
-    if config is None:
-        raise ValueError("generator has no `config` dict, so load_sampler could not rebuild "
-                         "it; build it with openmm_dikl.nn")
-    _atomic_save({"format": CHECKPOINT_FORMAT, "kind": "sampler", "target_name": target_name,
-                  "n_particles": generator.n_particles, "spatial_dim": generator.spatial_dim,
-                  "generator_config": config, "generator_state": generator.state_dict(),
-                  "metadata": dict(metadata or {}), "centre": bool(centre)}, os.fspath(path))
-
-
-def load_sampler(name_or_path, target=None):
-    """Load a trained generator as a :class:`NeuralSampler`.
-
-    Parameters
-    ----------
-    name_or_path : str or os.PathLike
-        A bundled name (``"dw4"``, ``"lj13"``, ``"mw32"``, ``"mog40"``: the file
-        ``systems/checkpoints/<name>.pt``) or the path of a file written by
-        :func:`save_sampler` or :meth:`DiKLTrainer.save_checkpoint`.
-    target : str or TargetSystem, optional
-        If given, the checkpoint must have been trained on this system.
+    target : TargetSystem or target-like
+    config : DiKLConfig
+        The settings of the run that wants the checkpoint.
+    resume : bool
+        True: to resume the run (every setting outside ``run`` must be equal); False: to
+        start a new run from its networks (the ``schedule`` section must be equal).
 
     Returns
     -------
-    NeuralSampler
+    dict
 
     Raises
     ------
-    FileNotFoundError
-        Unknown name, missing file, or a bundled checkpoint that is not shipped.
-    CheckpointError
-        Corrupt/truncated file, a file that is not a DiKL checkpoint, weights that do not
-        fit the stored architecture, or a checkpoint for another system than ``target``.
+    FileNotFoundError, CheckpointError
+        A missing or unreadable file, another kind or system, or other settings.
     """
-    name_or_path = os.fspath(name_or_path)
-    if name_or_path in BUNDLED_SAMPLERS and not os.path.exists(name_or_path):
-        try:
-            path = shipped_path(f"checkpoints/{name_or_path}.pt")
-        except FileNotFoundError as err:
-            raise FileNotFoundError(
-                f"no trained sampler is bundled for {name_or_path!r}: "
-                f"systems/checkpoints/{name_or_path}.pt is missing from this installation "
-                f"(train one with DiKLTrainer and pass its path)") from err
-    elif os.path.exists(name_or_path):
-        path = name_or_path
+    obj = read_checkpoint(path, kinds=("trainer",))
+    check_target(obj, path, target)
+    theirs = stored_config(obj, path)
+    if resume:
+        changed = config.resume_differences(theirs)
+        what = "was written with different settings: "
     else:
-        raise FileNotFoundError(f"{name_or_path!r} is neither a bundled sampler "
-                                f"({', '.join(BUNDLED_SAMPLERS)}) nor an existing checkpoint file")
-    obj = _load_file(path)
-    if target is not None:
-        name = target if isinstance(target, str) else target.name
-        if obj.get("target_name") != name:
-            raise CheckpointError(f"checkpoint file {path!r} is for system "
-                                  f"{obj.get('target_name')!r}, not {name!r}")
-    if obj.get("generator_config") is None:
-        raise CheckpointError(f"checkpoint file {path!r} has no generator config, so the "
-                              "generator cannot be rebuilt")
-    try:
-        generator = build_model(obj["generator_config"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint file {path!r} holds a generator config that "
-                              f"openmm_dikl.nn cannot build: {err}") from err
-    # a trainer checkpoint with a weight average samples from the average
-    state = obj.get("generator_ema_state") or obj["generator_state"]
-    _load_state(generator, state, "generator", path)
-    if (generator.n_particles, generator.spatial_dim) != (obj["n_particles"], obj["spatial_dim"]):
-        raise CheckpointError(f"checkpoint file {path!r}: the generator shape does not match "
-                              f"the stored system shape")
-    metadata = obj.get("metadata") or {"iteration": obj.get("iteration")}
-    return NeuralSampler(generator, obj["target_name"], metadata, obj.get("centre", False),
-                         source=path)
+        changed = config.fine_tune_differences(theirs)
+        what = "holds a score network for other settings: "
+    if changed:
+        raise CheckpointError(f"checkpoint file {path!r} {what}" + ", ".join(changed))
+    return obj
+
+
+def load_networks(trainer, obj, path, optimisers):
+    """Load the networks (and with ``optimisers`` the Adam states) of a trainer checkpoint
+    into ``trainer``, all or nothing.
+
+    Without ``optimisers`` (fine-tuning) a checkpoint of a run that kept no weight
+    average starts the trainer's average at the generator's weights.
+
+    Raises
+    ------
+    CheckpointError
+        Other architectures, a missing weight average, or states that do not fit.
+    """
+    for what, model in (("generator", trainer.generator), ("score", trainer.score_model)):
+        config = getattr(model, "config", None)
+        if config is not None and obj[f"{what}_config"] not in (None, config):
+            raise CheckpointError(f"checkpoint file {path!r} holds a {what} built with "
+                                  f"{obj[f'{what}_config']}, not {config}")
+    ema_state = obj.get("generator_ema_state")
+    if ema_state is None and not optimisers:
+        ema_state = obj["generator_state"]
+    if trainer.generator_ema is not None and ema_state is None:
+        raise CheckpointError(f"checkpoint file {path!r} has no generator average")
+    loads = [(trainer.generator, obj["generator_state"], "generator"),
+             (trainer.generator_ema, ema_state, "generator average"),
+             (trainer.score_model, obj["score_state"], "score network")]
+    if optimisers:
+        loads += [(trainer.opt_generator, obj["opt_generator_state"], "generator optimiser"),
+                  (trainer.opt_score, obj["opt_score_state"], "score optimiser")]
+    load_states([load for load in loads if load[0] is not None], path)

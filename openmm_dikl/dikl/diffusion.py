@@ -23,7 +23,7 @@ from ..geometry import remove_mean
 
 __all__ = ["VPSchedule", "gaussian_noise", "perturb", "level_weights", "model_score", "dsm_loss",
            "mixed_score_identity", "denoising_score_identity", "target_score_identity",
-           "dikl_surrogate_loss"]
+           "dikl_surrogate_loss", "clip_per_particle"]
 
 WEIGHTINGS = ("sigma2", "uniform", "inv_alpha")
 PARAMETERIZATIONS = ("noise", "score")
@@ -329,3 +329,21 @@ def dikl_surrogate_loss(x_t, model_scores, target_scores, weights):
     diff = _per_sample(weights, diff) * diff
     return (diff.to(x_t.dtype) * x_t).sum() / x_t.shape[0]
 
+
+
+def clip_per_particle(v, max_norm):
+    """Clip every particle's d-vector of v to norm ``max_norm``, keeping its direction.
+
+    Parameters
+    ----------
+    v : torch.Tensor, shape=(B, n, d)
+        E.g. score differences s_model − s_target (1/nm).
+    max_norm : float
+        Largest norm of one particle's vector (units of v).
+
+    Returns
+    -------
+    torch.Tensor, shape=(B, n, d)
+    """
+    norm = v.norm(dim=-1, keepdim=True)
+    return v * torch.clamp(max_norm / norm.clamp(min=1e-300), max=1.0)

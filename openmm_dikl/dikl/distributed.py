@@ -9,18 +9,37 @@ initialised and every helper answers as for a single process (rank 0 of 1), so t
 single-process code path never touches ``torch.distributed``.
 
 :class:`~openmm_dikl.dikl.DiKLTrainer` uses the default group when one is initialised
-with more than one process; see its ``Notes``.
+with more than one process (data-parallel training of N processes):
+
+* both networks are wrapped in :class:`torch.nn.parallel.DistributedDataParallel`
+  (:func:`data_parallel`; gradients are averaged over the processes during ``backward``,
+  rank 0's initial weights are broadcast);
+* every batch of the config is the global batch: process r draws its share
+  (:func:`share`) from its own torch.Generator, seeded with
+  :func:`openmm_dikl.seeding.derived_seed` (``seed`` itself on rank 0), runs the
+  posterior sampler on its share and weights its loss by share/(n/N), so the averaged
+  gradient is that of the mean over the global batch;
+* the per-level MALA step sizes are adapted on each share and then averaged over the
+  processes (:func:`weighted_geometric_mean`, weighted by the samples per level); the
+  log row holds global averages and sums (:func:`all_reduce_mean`);
+* only rank 0 writes files; checkpoints hold unwrapped state dicts plus every rank's
+  generator state (:func:`all_gather_objects`), so a run can be resumed with any number
+  of processes (ranks not in the checkpoint get a fresh seed from ``seed``, rank and
+  iteration; the same N resumes exactly).
 """
 import datetime
+import inspect
 import logging
 import os
 import sys
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 __all__ = ["init_from_env", "is_initialized", "rank", "world_size", "is_main", "barrier",
-           "cleanup", "all_reduce_mean", "torchrun_command", "ENV_VARS"]
+           "cleanup", "all_reduce_mean", "all_gather_objects", "weighted_geometric_mean",
+           "share", "data_parallel", "SampleModule", "torchrun_command", "ENV_VARS"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +141,70 @@ def all_reduce_mean(values):
         dist.all_reduce(out)
         out /= dist.get_world_size()
     return out
+
+
+def all_gather_objects(obj):
+    """``[obj of rank 0, obj of rank 1, ...]`` (``[obj]`` without a group); collective."""
+    if not (is_initialized() and dist.get_world_size() > 1):
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def weighted_geometric_mean(values, weights, default):
+    """Element-wise geometric mean over processes of positive ``values``, weighted.
+
+    Parameters
+    ----------
+    values : torch.Tensor, shape=(m,), float64
+        This process's values (> 0).
+    weights : torch.Tensor, shape=(m,)
+        This process's weight of each entry (e.g. its number of samples).
+    default : torch.Tensor, shape=(m,)
+        Result where the weights of all processes sum to zero.
+
+    Returns
+    -------
+    torch.Tensor, shape=(m,)
+        exp(Σ_r w_r log v_r / Σ_r w_r) over the processes r (this process alone without
+        a group).
+    """
+    weights = torch.as_tensor(weights, dtype=torch.float64)
+    sums = all_reduce_mean(torch.stack([weights * torch.log(values), weights]))
+    mean_log = sums[0] / sums[1].clamp(min=1e-300)
+    return torch.where(sums[1] > 0, torch.exp(mean_log), default)
+
+
+def share(n, rank_, world):
+    """Process ``rank_``'s part of ``n`` items split as evenly as possible over ``world``:
+    ``n // world``, plus one for the first ``n % world`` ranks."""
+    return n // world + (1 if rank_ < n % world else 0)
+
+
+class SampleModule(torch.nn.Module):
+    """Wraps a generator so that ``forward(n, generator)`` is ``generator.sample``.
+
+    DistributedDataParallel synchronises the gradients only of what runs through
+    ``forward``.
+    """
+
+    def __init__(self, generator):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, n, generator=None):
+        return self.generator.sample(n, generator=generator)
+
+
+def data_parallel(module):
+    """``module`` in a :class:`~torch.nn.parallel.DistributedDataParallel` wrapper whose
+    buffers (constant features) are synchronised once, at construction, not every
+    forward (needs an initialised process group)."""
+    no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
+               inspect.signature(DistributedDataParallel).parameters
+               else {"broadcast_buffers": False})
+    return DistributedDataParallel(module, **no_sync)
 
 
 def torchrun_command(nproc, argv):

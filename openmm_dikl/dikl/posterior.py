@@ -6,8 +6,12 @@ followed by MALA with adaptive step sizes, driven by the target's reduced energy
 force −∇u (torch twin or live OpenMM forces).  Its samples feed the mixed score identity
 (:func:`openmm_dikl.dikl.diffusion.mixed_score_identity`) for the noisy target score.
 
-Units: positions in nm, reduced energies dimensionless (kT), forces in 1/nm, MALA step
-sizes in nm².
+Each MALA transition is :func:`openmm_dikl.samplers.steps.mala_step` on the conditional
+energy u_c(x) = β u(x) + |x_t − α x|² / (2σ²) of the (tempered) posterior, with all
+K × B chains of shape (K, B, n, d) at once (``event_dims=2``).
+
+Units: positions in nm (in units of the trainer's ``coordinate_scale`` when it diffuses
+x / c), reduced energies dimensionless (kT), forces in 1/nm, MALA step sizes in nm².
 """
 import dataclasses
 import logging
@@ -16,6 +20,7 @@ from typing import Optional
 
 import torch
 
+from ..samplers.steps import mala_step, select
 from .diffusion import gaussian_noise
 
 __all__ = ["PosteriorSample", "PosteriorSampler"]
@@ -58,7 +63,9 @@ class PosteriorSampler:
     Parameters
     ----------
     energy_and_force : callable
-        x (B, n, d) nm -> (u (B,), −∇u (B, n, d)), float64 (see :class:`~openmm_dikl.energy.EnergyAndForce`).
+        x (B, n, d) nm -> (u (B,), −∇u (B, n, d) in 1/nm), float64; an
+        :class:`~openmm_dikl.energy.Energy` such as
+        :class:`~openmm_dikl.energy.EnergyAndForce`, or a plain callable.
     n_importance : int
         K proposals per x_t from q(x) = N(x_t/α, (σ/α)² I).
     n_ais_steps : int
@@ -86,8 +93,16 @@ class PosteriorSampler:
     The proposal q is proportional to the kernel N(x_t | α x, σ² I) as a function of x, so
     the importance weights are w ∝ exp(−u(x)).  MALA on the posterior uses
     ∇ log p(x | x_t) = −∇u(x) + α (x_t − α x) / σ² and the proposal
-    x' = x + h ∇ log p + sqrt(2h) ξ with the Metropolis–Hastings correction.  Non-finite
-    energies (particle overlaps) get zero weight and are always rejected.
+    x' = x + h ∇ log p + sqrt(2h) ξ with the Metropolis–Hastings correction (the centred
+    noise ξ keeps centred chains centred, where the same ratio holds).  Non-finite
+    energies (particle overlaps) get zero weight and are always rejected.  See He et al.,
+    "Training neural samplers with reverse diffusive KL divergence" (AISTATS 2025) for
+    the posterior and the mixed score identity.
+
+    Attributes
+    ----------
+    n_evaluations : int
+        Configurations whose energy and force were computed (read-only).
     """
 
     def __init__(self, energy_and_force, n_importance=20, n_ais_steps=0, n_mala_steps=50,
@@ -114,14 +129,18 @@ class PosteriorSampler:
         self.acceptance_range = (float(low), float(high))
         self.adapt_factor = float(adapt_factor)
         self.centre = bool(centre)
-        #: Number of configurations whose energy and force were computed so far.
-        self.n_evaluations = 0
+        self._n_evaluations = 0
+
+    @property
+    def n_evaluations(self):
+        """Configurations whose energy and force were computed so far (int)."""
+        return self._n_evaluations
 
     def _evaluate(self, x):
         """u, f of x (..., n, d) with non-finite results mapped to u = +inf, f = 0."""
         flat = x.reshape((-1,) + x.shape[-2:])
         u, f = self.energy_and_force(flat)
-        self.n_evaluations += flat.shape[0]
+        self._n_evaluations += flat.shape[0]
         u = u.reshape(x.shape[:-2]).to(torch.float64)
         f = f.reshape(x.shape).to(torch.float64)
         bad = ~(torch.isfinite(u) & torch.isfinite(f).flatten(-2).all(-1))
@@ -130,29 +149,18 @@ class PosteriorSampler:
             f = torch.where(bad[..., None, None], torch.zeros_like(f), f)
         return u, f
 
-    @staticmethod
-    def _log_density(x, u, f, x_t, alpha, sigma, beta):
-        """log π_β(x) = −β u − |x_t − α x|²/(2σ²) (up to a constant) and its gradient."""
-        resid = x_t - alpha * x
-        log_p = -beta * u - resid.pow(2).sum((-2, -1)) / (2.0 * sigma[..., 0, 0] ** 2)
-        return log_p, beta * f + alpha * resid / sigma**2
+    def _mala_step(self, x, u, f, conditional, h, generator):
+        """One MALA step on the conditional energy for all chains (K, B, n, d).
 
-    def _mala_step(self, x, u, f, x_t, alpha, sigma, beta, h, generator):
-        """One MALA step on π_β for all chains; h broadcastable to x (nm²)."""
-        log_p, grad = self._log_density(x, u, f, x_t, alpha, sigma, beta)
-        noise = gaussian_noise(x.shape, generator, self.centre)
-        y = x + h * grad + torch.sqrt(2.0 * h) * noise
-        u_y, f_y = self._evaluate(y)
-        log_p_y, grad_y = self._log_density(y, u_y, f_y, x_t, alpha, sigma, beta)
-        log_forward = -noise.pow(2).sum((-2, -1)) / 2.0
-        log_backward = -(x - y - h * grad_y).pow(2).sum((-2, -1)) / (4.0 * h[..., 0, 0])
-        log_ratio = log_p_y - log_p + log_backward - log_forward
-        log_ratio = torch.nan_to_num(log_ratio, nan=-math.inf)
-        prob = torch.exp(torch.clamp(log_ratio, max=0.0))
-        accept = torch.rand(prob.shape, generator=generator, dtype=torch.float64) < prob
-        keep = accept[..., None, None]
-        return (torch.where(keep, y, x), torch.where(accept, u_y, u), torch.where(keep, f_y, f),
-                prob)
+        ``u``, ``f`` are the target's energies and forces at x, h (B,) the step sizes
+        (nm²); returns the new x, u, f and the acceptance probabilities (K, B).
+        """
+        u_c, f_c = conditional.of(x, u, f)
+        x, _, _, accepted, prob = mala_step(
+            x, u_c, f_c, conditional, h, generator, event_dims=2,
+            noise=lambda shape: gaussian_noise(shape, generator, self.centre))
+        u_new, f_new = conditional.last
+        return x, torch.where(accepted, u_new, u), select(accepted, f_new, f), prob
 
     def sample(self, x_t, alpha, sigma, step_size, generator=None, groups=None):
         """Draw posterior samples for each x_t.
@@ -174,66 +182,62 @@ class PosteriorSampler:
         -------
         PosteriorSample
         """
-        x_t = torch.as_tensor(x_t).detach().to(torch.float64)
-        if x_t.dim() != 3:
-            raise ValueError(f"x_t must have shape (B, n, d), got {tuple(x_t.shape)}")
-        n_batch = x_t.shape[0]
-        alpha = torch.as_tensor(alpha, dtype=torch.float64).expand(n_batch).reshape(-1, 1, 1)
-        sigma = torch.as_tensor(sigma, dtype=torch.float64).expand(n_batch).reshape(-1, 1, 1)
-        if not ((alpha > 0).all() and (sigma > 0).all()):
-            raise ValueError("alpha and sigma must be positive")
-        if groups is None:
-            groups = torch.arange(n_batch)
-        groups = torch.as_tensor(groups, dtype=torch.long)
-        step_size = torch.as_tensor(step_size, dtype=torch.float64)
-        if step_size.dim() == 0:
-            step_size = step_size.expand(int(groups.max()) + 1)
-        step_size = step_size.clone()
-        if groups.shape != (n_batch,) or groups.min() < 0 or groups.max() >= len(step_size):
-            raise ValueError(f"groups must be (B,) = ({n_batch},) indices into step_size "
-                             f"(length {len(step_size)})")
-        if not (step_size > 0).all():
-            raise ValueError("MALA step sizes must be positive")
-
-        # Importance proposals from q(x) = N(x_t / α, (σ / α)² I).
-        shape = (self.n_importance,) + tuple(x_t.shape)
-        x = x_t / alpha + (sigma / alpha) * gaussian_noise(shape, generator, self.centre)
-        u, f = self._evaluate(x)
-        log_w = torch.zeros(shape[:2], dtype=torch.float64)
-
-        # AIS from q (β = 0) to the posterior (β = 1); plain IS when n_ais_steps == 0.
-        n_stages = max(self.n_ais_steps, 1)
-        h = step_size[groups].reshape(-1, 1, 1)
-        for j in range(1, n_stages + 1):
-            log_w = log_w - u / n_stages  # u = +inf (overlap) gives weight 0
-            if self.n_ais_steps:
-                x, u, f, _ = self._mala_step(x, u, f, x_t, alpha, sigma, j / n_stages, h,
-                                             generator)
+        x_t, alpha, sigma, step_size, groups = _check_inputs(x_t, alpha, sigma, step_size,
+                                                             groups)
+        x, u, f, log_w = self._annealed_proposals(x_t, alpha, sigma, step_size[groups],
+                                                  generator)
         dead = torch.isinf(log_w).all(0)
         if dead.any():
             logger.debug("%d x_t had no finite-energy proposal", int(dead.sum()))
             log_w[:, dead] = 0.0
         weights = torch.softmax(log_w, dim=0)
         ess_fraction = 1.0 / weights.pow(2).sum(0) / self.n_importance
-
         if self.resample:
             index = torch.multinomial(weights.T, self.n_posterior, replacement=True,
                                       generator=generator).T
-            batch = torch.arange(n_batch).expand_as(index)
+            batch = torch.arange(x_t.shape[0]).expand_as(index)
             x, u, f = x[index, batch], u[index, batch], f[index, batch]
             weights = None
+        x, f, acceptance, step_size = self._adaptive_mala(
+            x, u, f, _ConditionalEnergy(self._evaluate, x_t, alpha, sigma, 1.0), step_size,
+            groups, generator)
+        return PosteriorSample(x, f, weights, acceptance, step_size, ess_fraction)
 
-        acceptance = torch.zeros(n_batch, dtype=torch.float64)
+    def _annealed_proposals(self, x_t, alpha, sigma, h, generator):
+        """K importance proposals from q(x) = N(x_t / α, (σ / α)² I), moved by AIS from q
+        (β = 0) to the posterior (β = 1) when ``n_ais_steps`` > 0.
+
+        Returns x (K, B, n, d), the target's u (K, B) and f there, and the log weights
+        (K, B); u = +inf (an overlap) gives weight 0.
+        """
+        shape = (self.n_importance,) + tuple(x_t.shape)
+        x = x_t / alpha + (sigma / alpha) * gaussian_noise(shape, generator, self.centre)
+        u, f = self._evaluate(x)
+        log_w = torch.zeros(shape[:2], dtype=torch.float64)
+        n_stages = max(self.n_ais_steps, 1)
+        for j in range(1, n_stages + 1):
+            log_w = log_w - u / n_stages
+            if self.n_ais_steps:
+                tempered = _ConditionalEnergy(self._evaluate, x_t, alpha, sigma, j / n_stages)
+                x, u, f, _ = self._mala_step(x, u, f, tempered, h, generator)
+        return x, u, f, log_w
+
+    def _adaptive_mala(self, x, u, f, posterior, step_size, groups, generator):
+        """``n_mala_steps`` MALA steps on the posterior, adapting each group's step size.
+
+        Returns x, f, the mean acceptance per x_t (B,) (NaN without steps) and the
+        adapted step sizes (G,).
+        """
+        acceptance = torch.zeros(len(groups), dtype=torch.float64)
         low, high = self.acceptance_range
         counts = torch.bincount(groups, minlength=len(step_size)).to(torch.float64)
+        used = counts > 0
         for _ in range(self.n_mala_steps):
-            h = step_size[groups].reshape(-1, 1, 1)
-            x, u, f, prob = self._mala_step(x, u, f, x_t, alpha, sigma, 1.0, h, generator)
+            x, u, f, prob = self._mala_step(x, u, f, posterior, step_size[groups], generator)
             prob_b = prob.mean(0)
             acceptance += prob_b
             group_acc = torch.zeros_like(step_size).index_add_(0, groups, prob_b)
             group_acc = group_acc / counts.clamp(min=1.0)
-            used = counts > 0
             step_size = torch.where(used & (group_acc > high), step_size * self.adapt_factor,
                                     step_size)
             step_size = torch.where(used & (group_acc < low), step_size / self.adapt_factor,
@@ -242,4 +246,54 @@ class PosteriorSampler:
             acceptance /= self.n_mala_steps
         else:
             acceptance.fill_(math.nan)
-        return PosteriorSample(x, f, weights, acceptance, step_size, ess_fraction)
+        return x, f, acceptance, step_size
+
+
+def _check_inputs(x_t, alpha, sigma, step_size, groups):
+    """Inputs of :meth:`PosteriorSampler.sample` as float64 tensors: x_t (B, n, d),
+    α and σ (B, 1, 1), a copy of the step sizes (G,), groups (B,) long."""
+    x_t = torch.as_tensor(x_t).detach().to(torch.float64)
+    if x_t.dim() != 3:
+        raise ValueError(f"x_t must have shape (B, n, d), got {tuple(x_t.shape)}")
+    n_batch = x_t.shape[0]
+    alpha = torch.as_tensor(alpha, dtype=torch.float64).expand(n_batch).reshape(-1, 1, 1)
+    sigma = torch.as_tensor(sigma, dtype=torch.float64).expand(n_batch).reshape(-1, 1, 1)
+    if not ((alpha > 0).all() and (sigma > 0).all()):
+        raise ValueError("alpha and sigma must be positive")
+    groups = torch.arange(n_batch) if groups is None else torch.as_tensor(groups,
+                                                                           dtype=torch.long)
+    step_size = torch.as_tensor(step_size, dtype=torch.float64)
+    if step_size.dim() == 0:
+        step_size = step_size.expand(int(groups.max()) + 1)
+    step_size = step_size.clone()
+    if groups.shape != (n_batch,) or groups.min() < 0 or groups.max() >= len(step_size):
+        raise ValueError(f"groups must be (B,) = ({n_batch},) indices into step_size "
+                         f"(length {len(step_size)})")
+    if not (step_size > 0).all():
+        raise ValueError("MALA step sizes must be positive")
+    return x_t, alpha, sigma, step_size, groups
+
+
+class _ConditionalEnergy:
+    """The tempered posterior π_β(x) ∝ exp(−β u(x)) N(x_t | α x, σ² I) as an energy.
+
+    u_c(x) = β u(x) + |x_t − α x|² / (2σ²) and f_c = −∇u_c = β f(x) + α (x_t − α x) / σ²,
+    for chains x of shape (K, B, n, d) (x_t (B, n, d); α, σ (B, 1, 1)).  Calling it
+    evaluates the target and keeps that evaluation's (u, f) in :attr:`last`, so the
+    caller can carry the target's own energies of the accepted states.
+    """
+
+    def __init__(self, evaluate, x_t, alpha, sigma, beta):
+        self.evaluate = evaluate
+        self.x_t, self.alpha, self.sigma, self.beta = x_t, alpha, sigma, float(beta)
+        self.last = None
+
+    def of(self, x, u, f):
+        """(u_c, f_c) at x from the target's u (K, B) and f (K, B, n, d) there."""
+        resid = self.x_t - self.alpha * x
+        u_c = self.beta * u + resid.pow(2).sum((-2, -1)) / (2.0 * self.sigma[..., 0, 0] ** 2)
+        return u_c, self.beta * f + self.alpha * resid / self.sigma**2
+
+    def __call__(self, x):
+        self.last = self.evaluate(x)
+        return self.of(x, *self.last)

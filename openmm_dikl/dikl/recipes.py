@@ -1,21 +1,32 @@
 """DiKL training recipes: JSON files that fully describe a training run.
 
 A recipe is ``{"system": name, "generator": model config, "score_model": model config,
-"dikl": DiKLConfig fields, "notes": text}``; model configs are those of
-:func:`openmm_dikl.nn.build_model`.  Bundled recipes live in ``systems/configs/``.
+"dikl": DiKL settings, "notes": text}``; model configs are those of
+:func:`openmm_dikl.nn.build_model`, the settings those of
+:meth:`~openmm_dikl.dikl.config.DiKLConfig.from_dict` (flat, as in the bundled recipes,
+or nested by section).  Bundled recipes live in ``systems/configs/``.
 :func:`train_from_recipe` is what ``openmm-dikl train`` runs: it trains, writes the
 sampler and a ``result.json`` (command, seed, wall time, final metrics) beside it.
 """
 import json
 import os
+import resource
 import sys
 import time
 
+from ..analysis.evaluation import evaluation_metrics
+from ..io import atomic_write
+from ..nn import build_model
 from ..systems import get as get_system
 from ..systems import shipped_path
+from . import distributed
+from .config import DiKLConfig
+from .sampler import load_sampler
+from .trainer import DiKLTrainer
 
-__all__ = ["load_recipe", "train_from_recipe", "evaluate_generator", "evaluate_configurations"]
+__all__ = ["load_recipe", "train_from_recipe", "evaluate_generator", "RECIPE_KEYS"]
 
+#: Keys every recipe has (``"notes"`` is optional).
 RECIPE_KEYS = {"system", "generator", "score_model", "dikl"}
 
 
@@ -27,7 +38,8 @@ def load_recipe(system_name, path=None):
     FileNotFoundError
         If no recipe file exists.
     ValueError
-        If the file is not valid JSON, misses keys, or is for another system.
+        If the file is not valid JSON, misses keys, is for another system or holds
+        invalid DiKL settings.
     """
     if path is None:
         try:
@@ -45,49 +57,26 @@ def load_recipe(system_name, path=None):
                          f"{sorted(RECIPE_KEYS)}")
     if recipe["system"] != system_name:
         raise ValueError(f"recipe {path} is for system {recipe['system']!r}, not {system_name!r}")
+    try:
+        DiKLConfig.from_dict(recipe["dikl"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"recipe {path}: {err}") from err
     return recipe
 
 
 def evaluate_generator(target, sampler, n_samples=10000, seed=0):
-    """Metrics of a trained sampler against the target's reference (dict of floats).
+    """Metrics of a trained sampler against what is known of the target (dict of floats).
 
-    Uses :func:`openmm_dikl.analysis.metrics.evaluate_samples` (W2 in nm, TVDs) when a reference
-    exists and adds mode metrics for MoG-40 (coverage, mean log-density) and MW-32
-    (largest and mean per-coordinate basin-weight error).  Alanine dipeptide systems get
-    :func:`openmm_dikl.analysis.evaluation.ala2_metrics` against the shipped parallel-tempering reference.
+    ``n_samples`` samples drawn with ``seed`` are scored by
+    :func:`openmm_dikl.analysis.evaluation.evaluation_metrics` (without noise floors),
+    which applies the evaluation protocol registered on the system (reference-set
+    distances, mode or basin weights, backbone dihedrals).
     """
-    return evaluate_configurations(target, sampler.sample(n_samples, seed=seed))
-
-
-def evaluate_configurations(target, x):
-    """The metrics of :func:`evaluate_generator` for given samples x (n, n_particles, dim), nm."""
-    import numpy as np
-    import torch
-
-    from ..analysis import metrics
-    result = {}
-    if target.name in ("dw4", "lj13"):
-        result.update({k: v for k, v in metrics.evaluate_samples(target, x).items()
-                       if isinstance(v, float)})
-    if target.name == "mog40":
-        means = torch.as_tensor(json.load(open(shipped_path("mog40.json")))["means"])
-        result["mode_coverage"] = float(metrics.mode_coverage(x, means))
-        result["mean_log_density"] = float(-target.reduced_energy(x).mean())
-    if target.name == "mw32":
-        from ..systems import many_well_positive_weight
-        exact = many_well_positive_weight()
-        errors = np.abs(metrics.basin_weights(x) - exact)
-        result["max_basin_weight_error"] = float(errors.max())
-        result["mean_basin_weight_error"] = float(errors.mean())
-    if target.name.startswith("alanine_dipeptide"):
-        from ..analysis.evaluation import ala2_metrics
-        result.update(ala2_metrics(target, x))
-    return result
+    return evaluation_metrics(target, sampler.sample(n_samples, seed=seed), floors=False)
 
 
 def _cpu_seconds():
     """CPU time (user + system, s) of this process and its finished children."""
-    import resource
     return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
 
@@ -140,10 +129,8 @@ def train_from_recipe(system_name, recipe, out_dir, resume=False, progress=True,
     FileNotFoundError, CheckpointError
         A missing or unfitting checkpoint to resume or to start from; nothing is written.
     """
-    from .trainer import DiKLConfig, DiKLTrainer, load_sampler
-    from ..nn import build_model
     target = get_system(system_name)
-    config = DiKLConfig(**recipe["dikl"])
+    config = DiKLConfig.from_dict(recipe["dikl"])
     trainer = DiKLTrainer(target, build_model(recipe["generator"]),
                           build_model(recipe["score_model"]), config)
     try:
@@ -155,19 +142,14 @@ def train_from_recipe(system_name, recipe, out_dir, resume=False, progress=True,
         os.makedirs(out_dir, exist_ok=True)
         cpu_before = _cpu_seconds()
         previous_cpu = _previous_cpu_seconds(out_dir) if resume else 0.0
-        with open(os.path.join(out_dir, "recipe.json"), "w") as handle:
-            json.dump(recipe, handle, indent=1)
+        _write_json(os.path.join(out_dir, "recipe.json"), recipe)
         trainer.train(n_iterations=n_iterations, out_dir=out_dir, resume=resume, progress=progress)
     finally:
         trainer.close()
     sampler = load_sampler(os.path.join(out_dir, "sampler.pt"), target=target)
-    from . import distributed
-    command = list(command) if command is not None else ["openmm-dikl"] + sys.argv[1:]
-    if distributed.world_size() > 1 and "--nproc" not in command:
-        command += ["--nproc", str(distributed.world_size())]
     final_metrics = evaluate_generator(target, sampler)
     # CPU time of training and of this final evaluation (the whole `train` command)
-    result = {"system": system_name, "command": " ".join(command),
+    result = {"system": system_name, "command": " ".join(_command(command)),
               "processes": distributed.world_size(),
               "seed": config.seed, "iterations": trainer.iteration,
               "wall_time_s": round(trainer.wall_time, 1),
@@ -176,8 +158,22 @@ def train_from_recipe(system_name, recipe, out_dir, resume=False, progress=True,
               "metrics": final_metrics}
     if trainer.init_from is not None:  # the run's starting networks (kept by its checkpoints)
         result["init_from"] = trainer.init_from
-    tmp = os.path.join(out_dir, ".result.json.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(result, handle, indent=1)
-    os.replace(tmp, os.path.join(out_dir, "result.json"))
+    _write_json(os.path.join(out_dir, "result.json"), result)
     return result
+
+
+def _command(command):
+    """The command line to record: ``command``, or ``openmm-dikl`` and this process's
+    arguments, with ``--nproc N`` added under torchrun."""
+    command = list(command) if command is not None else ["openmm-dikl"] + sys.argv[1:]
+    if distributed.world_size() > 1 and "--nproc" not in command:
+        command += ["--nproc", str(distributed.world_size())]
+    return command
+
+
+def _write_json(path, obj):
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    def write(tmp):
+        with open(tmp, "w") as handle:
+            json.dump(obj, handle, indent=1)
+    atomic_write(path, write)

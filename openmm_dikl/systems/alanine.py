@@ -216,6 +216,7 @@ def alanine_dipeptide(variant="implicit"):
     evaluation_data = {"reference": REFERENCE_FILE, "reference_energies": variant == "implicit"}
     return TargetSystem(f"alanine_dipeptide_{variant}", system, topology, _pdb_positions(),
                         TEMPERATURE, spatial_dim=3, energy_fn=energy_fn, platform=platform,
-                        description=description, sampler_defaults=molecular_sampler_defaults(),
+                        description=description,
+                        sampler_defaults=molecular_sampler_defaults(topology),
                         evaluation="backbone_dihedrals", evaluation_data=evaluation_data,
                         translation_invariant=True, zmatrix=alanine_dipeptide_zmatrix(topology))

@@ -45,4 +45,4 @@ def from_openmm(system, topology, positions, temperature, name="user", platform=
     return TargetSystem(name, system, topology, positions, as_kelvin(temperature),
                         spatial_dim=3, platform=platform,
                         description=f"user system with {system.getNumParticles()} atoms",
-                        sampler_defaults=molecular_sampler_defaults())
+                        sampler_defaults=molecular_sampler_defaults(topology))

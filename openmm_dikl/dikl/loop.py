@@ -1,0 +1,97 @@
+"""The loop of :meth:`DiKLTrainer.train <openmm_dikl.dikl.DiKLTrainer.train>` and its
+output folder.
+
+:func:`run_iterations` calls ``trainer.step()`` until the total is reached, appends
+every row to ``log.csv``, evaluates every ``run.eval_every`` iterations (``eval.csv``),
+writes ``checkpoint.pt`` every ``run.checkpoint_every`` iterations and at the end, and
+then the generator (its weight average, if kept) to ``sampler.pt``.  It uses only the
+trainer's public methods.  Distributed: every process runs the loop (checkpointing is
+collective); only rank 0 writes files and evaluates.
+"""
+import os
+
+from tqdm.auto import tqdm
+
+from .sampler import save_sampler
+from .training_log import LOG_COLUMNS, CSVLog
+
+__all__ = ["RunFolder", "run_iterations"]
+
+
+class RunFolder:
+    """The files of a training run in one folder (created if missing).
+
+    Attributes
+    ----------
+    checkpoint, sampler : str
+        Paths of ``checkpoint.pt`` (full training state) and ``sampler.pt`` (generator).
+    log, eval : CSVLog
+        ``log.csv`` (:data:`LOG_COLUMNS`) and ``eval.csv`` (``iteration`` and the
+        evaluation metrics).
+    """
+
+    def __init__(self, out_dir):
+        os.makedirs(out_dir, exist_ok=True)
+        self.checkpoint = os.path.join(out_dir, "checkpoint.pt")
+        self.sampler = os.path.join(out_dir, "sampler.pt")
+        self.log = CSVLog(os.path.join(out_dir, "log.csv"), LOG_COLUMNS)
+        self.eval = CSVLog(os.path.join(out_dir, "eval.csv"))
+
+    def restart_logs(self, last_iteration):
+        """Drop the log rows after ``last_iteration`` (every row and file when 0)."""
+        self.log.truncate(last_iteration)
+        self.eval.truncate(last_iteration)
+
+
+def run_iterations(trainer, total, folder=None, progress=True):
+    """Train until ``trainer.iteration == total``, writing the run's files.
+
+    Parameters
+    ----------
+    trainer : DiKLTrainer
+    total : int
+        Iteration count to reach.
+    folder : RunFolder, optional
+        Where to write; None: nothing is written.
+    progress : bool
+        Show a tqdm progress bar (rank 0 only).
+
+    Returns
+    -------
+    list of dict
+        The log rows of the iterations run (with the evaluation metrics where evaluated).
+    """
+    main = trainer.rank == 0
+    rows = []
+    bar = tqdm(total=total, initial=min(trainer.iteration, total),
+               disable=not (progress and main), desc=f"DiKL {trainer.target.name}")
+    try:
+        while trainer.iteration < total:
+            row = trainer.step()
+            _record(trainer, row, folder, main)
+            rows.append(row)
+            bar.update(1)
+            bar.set_postfix(gap=f"{row['score_gap']:.3g}", acc=f"{row['acceptance']:.2f}")
+    finally:
+        bar.close()
+    if folder is not None:
+        trainer.save_checkpoint(folder.checkpoint)
+        if main and getattr(trainer.generator, "config", None) is not None:
+            save_sampler(folder.sampler, trainer.target.name, trainer.sampling_generator,
+                         {"iteration": trainer.iteration, "config": trainer.config.to_dict()},
+                         centre=trainer.centre)
+    return rows
+
+
+def _record(trainer, row, folder, main):
+    """Log ``row``, evaluate and checkpoint when their periods come round."""
+    run, iteration = trainer.config.run, trainer.iteration
+    if folder is not None and main:
+        folder.log.append(row)
+    if run.eval_every and iteration % run.eval_every == 0 and trainer.eval_fn and main:
+        metrics = trainer.evaluate()
+        if folder is not None:
+            folder.eval.append({"iteration": iteration, **metrics})
+        row.update(metrics)
+    if folder is not None and run.checkpoint_every and iteration % run.checkpoint_every == 0:
+        trainer.save_checkpoint(folder.checkpoint)
