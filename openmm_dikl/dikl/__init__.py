@@ -7,6 +7,7 @@
 * :mod:`~openmm_dikl.dikl.optimisation` — learning-rate schedule, guarded steps,
   weight average;
 * :mod:`~openmm_dikl.dikl.loop` — the training loop and its output folder;
+* :mod:`~openmm_dikl.dikl.selection` — checkpoint selection without validation data;
 * :mod:`~openmm_dikl.dikl.training_log` — ``log.csv`` / ``eval.csv``;
 * :mod:`~openmm_dikl.dikl.checkpoints` — the checkpoint file format;
 * :mod:`~openmm_dikl.dikl.sampler` — trained samplers, :func:`load_sampler`;

@@ -224,8 +224,9 @@ def trainer_state(trainer, rng_states):
         ``skipped_steps``), ``config`` (:meth:`DiKLConfig.to_dict`), ``centre``, the
         architectures and states of the generator, its weight average (or None), the
         score network and both Adam optimisers, ``rng_state`` (rank 0) and
-        ``rng_states``, ``world_size``, the per-level MALA ``step_sizes`` (nm²) and
-        ``init_from``.
+        ``rng_states``, ``world_size``, the per-level MALA ``step_sizes`` (nm²),
+        ``init_from`` and ``selection_best`` (the best ``run.select_checkpoint`` result
+        so far, a dict of plain values, or None).
     """
     ema = trainer.generator_ema
     return {"format": CHECKPOINT_FORMAT, "kind": "trainer",
@@ -242,7 +243,8 @@ def trainer_state(trainer, rng_states):
             "opt_score_state": trainer.opt_score.state_dict(),
             "rng_state": rng_states[0], "rng_states": list(rng_states),
             "world_size": trainer.world_size, "step_sizes": trainer.step_sizes.clone(),
-            "init_from": trainer.init_from}
+            "init_from": trainer.init_from,
+            "selection_best": copy.deepcopy(getattr(trainer, "selection_best", None))}
 
 
 def read_trainer_checkpoint(path, target, config, resume):

@@ -26,9 +26,30 @@ The rules for continuing from a checkpoint follow from the sections:
 Every section is a frozen dataclass validated on construction; an invalid value raises
 ``ValueError`` naming the field (``schedule.beta_min``, ...).  Recipes
 (``systems/configs/*.json``) and checkpoints written before the sections existed store
-the 31 settings as one flat dict: :meth:`DiKLConfig.from_dict` reads both layouts, and a
-missing setting gets its default (the settings added later, ``coordinate_scale`` and
-``score_clip``, default to the behaviour from before they existed).
+the settings as one flat dict: :meth:`DiKLConfig.from_dict` reads both layouts, and a
+missing setting gets its default (the settings added later, ``coordinate_scale``,
+``score_clip`` and the options of the authors' reference code listed below, default to
+the behaviour from before they existed).
+
+Options that follow the DiKL reference implementation (github.com/jiajunhe98/DiKL), all
+off by default:
+
+* ``optimisation.generator_weighting = "inv_alpha"``: w(t) = 1/α_t, every level counts
+  equally in the generator gradient (its "1/a");
+* ``optimisation.min_level = 1``: never train on the least noisy level 0 (its t is
+  drawn from 1 … T−1);
+* ``optimisation.score_samples_per_iter = None``: fresh generator samples for every
+  score step (the default here too; the shipped recipes pool them);
+* ``posterior.average_last = K``: the target score from the average over the last K
+  MALA iterates (its LJ-13 posterior: the last 500 of 1000);
+* ``run.select_checkpoint``: keep the best weight average as ``best_sampler.pt`` by a
+  rule that needs no validation data (``"mala_energy_tvd"`` for DW-4,
+  ``"mean_energy"`` for LJ-13).
+
+The network options (``MLPScore(time_every_layer=True)``, ``EGNNGenerator(output=
+"displacement", norm_constant=1.0, attention=True)``, ``aggregation="sum"``, ``tanh``
+with ``coords_range`` = 15 / n_layers) are architecture settings of
+:mod:`openmm_dikl.nn`.
 
 Units: lengths in nm, MALA step sizes in nm² (at unit posterior width), everything
 else dimensionless.  See He et al., "Training neural samplers with reverse diffusive KL
@@ -48,8 +69,11 @@ from typing import Optional, Tuple
 
 from .diffusion import PARAMETERIZATIONS, WEIGHTINGS
 
+#: Rules of ``run.select_checkpoint`` (see :mod:`openmm_dikl.dikl.selection`).
+SELECTION_RULES = ("mala_energy_tvd", "mean_energy")
+
 __all__ = ["ScheduleConfig", "PosteriorConfig", "OptimisationConfig", "RunConfig",
-           "DiKLConfig", "SECTIONS"]
+           "DiKLConfig", "SECTIONS", "SELECTION_RULES"]
 
 
 # ---------------------------------------------------------------------- field checks
@@ -94,6 +118,13 @@ def _choice(section, obj, name, choices, optional=False):
     value = getattr(obj, name)
     if not ((optional and value is None) or value in choices):
         _fail(section, name, ("None or " if optional else "") + f"one of {choices}", value)
+
+
+def _finite(section, obj, name):
+    value = getattr(obj, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        _fail(section, name, "a finite number", value)
+    object.__setattr__(obj, name, float(value))
 
 
 def _flag(section, obj, name, optional=False):
@@ -163,6 +194,13 @@ class PosteriorConfig:
     step_adapt_factor : float
         The step size of a level is multiplied (divided) by this factor > 1 when its
         acceptance is above (below) the band (1.1).
+    average_last : int
+        0 (default): the target score uses the last MALA iterate.  K in
+        [1, n_mala_steps]: it uses the average of x and −∇u over the last K iterates of
+        every chain (the reference code's LJ-13 posterior: the last 500 of 1000 steps).
+        The mixed score identity is linear in (x, −∇u), so this is the time average of
+        the single-iterate estimates: lower variance at the same number of target
+        evaluations, and the same mean once the chains are in equilibrium.
     """
 
     n_importance: int = 20
@@ -172,6 +210,7 @@ class PosteriorConfig:
     mala_init_step: float = 1e-2
     acceptance_range: Tuple[float, float] = (0.5, 0.6)
     step_adapt_factor: float = 1.1
+    average_last: int = 0
 
     def __post_init__(self):
         _integer("posterior", self, "n_importance", 1)
@@ -190,6 +229,10 @@ class PosteriorConfig:
         _positive("posterior", self, "step_adapt_factor")
         if not self.step_adapt_factor > 1.0:
             _fail("posterior", "step_adapt_factor", "> 1", self.step_adapt_factor)
+        _integer("posterior", self, "average_last", 0)
+        if self.average_last > self.n_mala_steps:
+            _fail("posterior", "average_last",
+                  f"<= posterior.n_mala_steps = {self.n_mala_steps}", self.average_last)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,9 +246,10 @@ class OptimisationConfig:
     score_batch_size : int or None
         Samples per score (DSM) step; None = ``batch_size``.
     score_samples_per_iter : int or None
-        None: every DSM step draws fresh generator samples.  N: N generator samples are
-        drawn once per iteration and every DSM step of that iteration takes a random
-        ``score_batch_size`` of them (fresh noise and levels each step).
+        None (default): every DSM step draws fresh generator samples, as the reference
+        code does.  N: N generator samples are drawn once per iteration and every DSM
+        step of that iteration takes a random ``score_batch_size`` of them (fresh noise
+        and levels each step; cheaper, what the shipped recipes use).
     score_steps_per_iter : int
         DSM steps per iteration (100).
     lr_generator, lr_score : float
@@ -228,6 +272,12 @@ class OptimisationConfig:
         Clip each particle's vector of the score difference s_model − s_target in the
         generator gradient to this norm (1/y-units); the logged ``score_gap`` is the
         unclipped one.
+    min_level : int
+        Lowest noise level index the DSM and DiKL losses draw: levels are uniform on
+        {min_level, …, T−1} (0, all levels).  1 follows the reference code (t from
+        1 … T−1: the least noisy level, σ ≈ 1e-3 with the paper's schedule, is never
+        trained).  It changes which levels are trained, not what the score network
+        computes, so it is no ``schedule`` setting; must be < ``schedule.n_levels``.
     """
 
     batch_size: int = 1024
@@ -242,6 +292,7 @@ class OptimisationConfig:
     lr_decay: Optional[float] = None
     ema_decay: Optional[float] = None
     score_clip: Optional[float] = None
+    min_level: int = 0
 
     def __post_init__(self):
         _integer("optimisation", self, "batch_size", 1)
@@ -256,6 +307,7 @@ class OptimisationConfig:
         _interval("optimisation", self, "lr_decay", 0.0, 1.0, closed_high=True)
         _interval("optimisation", self, "ema_decay", 0.0, 1.0, closed_high=False)
         _positive("optimisation", self, "score_clip", optional=True)
+        _integer("optimisation", self, "min_level", 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,6 +325,19 @@ class RunConfig:
         Generator samples handed to ``eval_fn`` (2000).
     use_bridge : bool
         Take forces from OpenMM through the bridge even when a torch twin exists.
+    select_checkpoint : {None, "mala_energy_tvd", "mean_energy"}
+        Checkpoint selection without validation data (see
+        :mod:`openmm_dikl.dikl.selection`): every ``eval_every`` iterations the weight
+        average is scored on ``eval_samples`` samples and the best one so far is kept as
+        ``best_sampler.pt`` (lower is better).  ``"mala_energy_tvd"``: energy TVD between
+        the samples and the same samples after ``select_mala_steps`` MALA steps (the
+        reference code's DW-4 rule); ``"mean_energy"``: mean reduced energy of the
+        samples with u < ``select_energy_cutoff`` (its LJ-13 rule).  Needs
+        ``eval_every`` > 0.  None (default): no selection.
+    select_mala_steps : int
+        MALA steps of ``"mala_energy_tvd"`` (50, the reference code's).
+    select_energy_cutoff : float
+        Energy cutoff (kT) of ``"mean_energy"`` (300, the reference code's).
     """
 
     n_iterations: int = 2000
@@ -280,11 +345,20 @@ class RunConfig:
     eval_every: int = 0
     eval_samples: int = 2000
     use_bridge: bool = False
+    select_checkpoint: Optional[str] = None
+    select_mala_steps: int = 50
+    select_energy_cutoff: float = 300.0
 
     def __post_init__(self):
         for name in ("n_iterations", "checkpoint_every", "eval_every", "eval_samples"):
             _integer("run", self, name, 0)
         _flag("run", self, "use_bridge")
+        _choice("run", self, "select_checkpoint", SELECTION_RULES, optional=True)
+        if self.select_checkpoint is not None and not self.eval_every:
+            _fail("run", "select_checkpoint", "None when run.eval_every is 0 (selection "
+                  "scores the sampler every eval_every iterations)", self.select_checkpoint)
+        _integer("run", self, "select_mala_steps", 1)
+        _finite("run", self, "select_energy_cutoff")
 
 
 #: Section name -> section class, in the order of :class:`DiKLConfig`.
@@ -360,6 +434,10 @@ class DiKLConfig:
                                 f"{type(value).__name__}")
             object.__setattr__(self, name, value)
         object.__setattr__(self, "seed", _seed(self.seed))
+        n_levels = self.schedule.n_levels
+        if self.optimisation.min_level >= n_levels:
+            _fail("optimisation", "min_level", f"< schedule.n_levels = {n_levels}",
+                  self.optimisation.min_level)
 
     @classmethod
     def from_dict(cls, settings):

@@ -98,9 +98,16 @@ class VPSchedule:
         """Network time input t = (t_index + 1) / T in (0, 1], float64."""
         return (self._index(t_index) + 1).to(torch.float64) / self.n_levels
 
-    def sample_levels(self, n, generator=None):
-        """``n`` levels drawn uniformly from {0, …, T−1}, long tensor of shape (n,)."""
-        return torch.randint(0, self.n_levels, (int(n),), generator=generator)
+    def sample_levels(self, n, generator=None, low=0):
+        """``n`` levels drawn uniformly from {low, …, T−1}, long tensor of shape (n,).
+
+        ``low`` = 1 never draws the least noisy level 0 (the DiKL code's t ∈ 1 … T−1);
+        with ``low`` = 0 the draws are the same as without the argument.
+        """
+        low = int(low)
+        if not 0 <= low < self.n_levels:
+            raise ValueError(f"low must lie in [0, {self.n_levels - 1}], got {low}")
+        return torch.randint(low, self.n_levels, (int(n),), generator=generator)
 
 
 def gaussian_noise(shape, generator=None, centre=False, dtype=torch.float64):

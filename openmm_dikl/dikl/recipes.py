@@ -102,7 +102,8 @@ def train_from_recipe(system_name, recipe, out_dir, resume=False, progress=True,
         Recipe (see :func:`load_recipe`).
     out_dir : str or os.PathLike
         Output folder: ``recipe.json``, ``checkpoint.pt``, ``log.csv``, ``sampler.pt``,
-        ``result.json``.
+        ``result.json`` (and ``best_sampler.pt``, ``eval.csv`` with
+        ``run.select_checkpoint``).
     resume : bool
         Continue from ``out_dir/checkpoint.pt``.
     progress : bool
@@ -121,8 +122,10 @@ def train_from_recipe(system_name, recipe, out_dir, resume=False, progress=True,
     dict
         The result record (command, seed, wall time and CPU time in s, iterations, final
         metrics, ``init_from`` if the run started from another run's networks — also after
-        a resume).  CPU time (user + system of this process and its bridge workers) is the
-        cost measure that does not depend on how busy a shared machine was.
+        a resume; with ``run.select_checkpoint`` also ``selection``: the rule, score and
+        iteration of ``best_sampler.pt`` and its final metrics).  CPU time (user + system
+        of this process and its bridge workers) is the cost measure that does not depend
+        on how busy a shared machine was.
 
     Raises
     ------
@@ -158,6 +161,11 @@ def train_from_recipe(system_name, recipe, out_dir, resume=False, progress=True,
               "metrics": final_metrics}
     if trainer.init_from is not None:  # the run's starting networks (kept by its checkpoints)
         result["init_from"] = trainer.init_from
+    best_path = os.path.join(out_dir, "best_sampler.pt")
+    if trainer.selection_best is not None and os.path.exists(best_path):
+        best = load_sampler(best_path, target=target)
+        result["selection"] = dict(trainer.selection_best,
+                                   metrics=evaluate_generator(target, best))
     _write_json(os.path.join(out_dir, "result.json"), result)
     return result
 

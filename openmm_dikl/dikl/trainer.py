@@ -34,6 +34,7 @@ from .diffusion import (VPSchedule, clip_per_particle, dikl_surrogate_loss, dsm_
 from .optimisation import (guarded_step, learning_rate_factor, set_learning_rate,
                            update_weight_average, weight_average)
 from .posterior import PosteriorSampler
+from .selection import check_selection
 
 __all__ = ["DiKLTrainer"]
 
@@ -126,6 +127,7 @@ class DiKLTrainer:
         self.config = config.replace(centre=bool(target.translation_invariant
                                                  if centre is None else centre))
         cfg = self.config
+        check_selection(self)
         self.schedule = VPSchedule(cfg.schedule.n_levels, cfg.schedule.beta_min,
                                    cfg.schedule.beta_max)
         self.scale = cfg.schedule.coordinate_scale
@@ -134,7 +136,8 @@ class DiKLTrainer:
             ScaledEnergy(self.energy_and_force, self.scale), n_importance=post.n_importance,
             n_ais_steps=post.n_ais_steps, n_mala_steps=post.n_mala_steps,
             n_posterior=post.n_posterior, acceptance_range=post.acceptance_range,
-            adapt_factor=post.step_adapt_factor, centre=self.centre)
+            adapt_factor=post.step_adapt_factor, centre=self.centre,
+            average_last=post.average_last)
         self._init_distributed(distributed)
         self.rng = torch.Generator().manual_seed(derived_seed(cfg.seed, self.rank))
         opt = cfg.optimisation
@@ -147,6 +150,8 @@ class DiKLTrainer:
         self.step_sizes = post.mala_init_step * ratio2.clamp(max=1.0)
         self._iteration, self._wall_time, self._skipped_steps = 0, 0.0, 0
         self.init_from = None
+        #: Best ``run.select_checkpoint`` result so far, {"rule", "score", "iteration"}.
+        self.selection_best = None
         logger.info("DiKL on %s: centre=%s, force source=%s", target.name, self.centre,
                     "OpenMM bridge" if getattr(self.energy_and_force, "uses_bridge", False)
                     else "torch")
@@ -317,7 +322,7 @@ class DiKLTrainer:
             x0, n = pool, len(pool)
             n_global = (opt.score_samples_per_iter if self.world_size > 1 and
                         opt.score_samples_per_iter else n * self.world_size)
-        t_index = self.schedule.sample_levels(n, self.rng)
+        t_index = self.schedule.sample_levels(n, self.rng, opt.min_level)
         model = self.score_model if self._score_train is None else self._score_train
         loss = dsm_loss(model, x0, self.schedule, t_index, self.rng, self.centre,
                         opt.weighting, self.config.schedule.parameterization)
@@ -364,7 +369,7 @@ class DiKLTrainer:
         if not x.requires_grad:
             raise RuntimeError("generator.sample must keep autograd (do not wrap it in "
                                "torch.no_grad) so DiKL can differentiate x_t")
-        t_index = self.schedule.sample_levels(n, self.rng)
+        t_index = self.schedule.sample_levels(n, self.rng, opt.min_level)
         x_t, _ = perturb(x, self.schedule, t_index, self.rng, self.centre)
         s_target, s_model, post = self._scores(x_t.detach(), t_index)
         weights = level_weights(self.schedule, t_index, opt.generator_weighting or opt.weighting)
@@ -416,25 +421,30 @@ class DiKLTrainer:
             dsm_mean, evaluations = float(sums[0]), int(round(float(sums[1]) * self.world_size))
         self._iteration += 1
         self._wall_time += time.perf_counter() - start
+        trained = self.step_sizes[opt.min_level:]  # the levels drawn
         return {"iteration": self._iteration, "dsm_loss": dsm_mean,
                 "score_gap": stats["score_gap"], "acceptance": stats["acceptance"],
-                "step_size_min": float(self.step_sizes.min()),
-                "step_size_max": float(self.step_sizes.max()),
+                "step_size_min": float(trained.min()), "step_size_max": float(trained.max()),
                 "ess_fraction": stats["ess_fraction"], "energy_evaluations": evaluations,
                 "n_dropped": stats["n_dropped"], "skipped_steps": self._skipped_steps,
                 "wall_time_s": self._wall_time}
 
-    def evaluate(self):
-        """``eval_fn`` on ``run.eval_samples`` generator samples (its own seeded RNG).
+    def evaluation_samples(self):
+        """``run.eval_samples`` samples (nm, float64) of :attr:`sampling_generator`, drawn
+        from a torch.Generator seeded by the seed and iteration, not the training RNG."""
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self._iteration)
+        with torch.no_grad():
+            x = self.sampling_generator.sample(self.config.run.eval_samples, generator=gen)
+        return (remove_mean(x) if self.centre else x).to(torch.float64)
+
+    def evaluate(self, samples=None):
+        """``eval_fn`` on ``samples`` (default :meth:`evaluation_samples`).
 
         Returns the scalar entries of its result as a dict of floats (lists are dropped).
         """
         if self.eval_fn is None:
             return {}
-        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self._iteration)
-        with torch.no_grad():
-            x = self.sampling_generator.sample(self.config.run.eval_samples, generator=gen)
-            x = (remove_mean(x) if self.centre else x).to(torch.float64)
+        x = self.evaluation_samples() if samples is None else samples
         metrics = self.eval_fn(self.target, x)
         return {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
 
@@ -486,6 +496,7 @@ class DiKLTrainer:
         self._wall_time = float(obj["wall_time"])
         self._skipped_steps = int(obj.get("skipped_steps", 0))
         self.init_from = obj.get("init_from")
+        self.selection_best = obj.get("selection_best")
 
     def load_weights(self, path):
         """Start from the networks of another run (fine-tuning with new settings).
@@ -530,8 +541,8 @@ class DiKLTrainer:
             Total iteration count to reach (default ``config.run.n_iterations``); a
             resumed run continues from the checkpoint's iteration up to this number.
         out_dir : str or os.PathLike, optional
-            Folder for ``checkpoint.pt``, ``log.csv``, ``eval.csv`` and ``sampler.pt``
-            (created if missing).  Without it nothing is written.
+            Folder for ``checkpoint.pt``, ``log.csv``, ``eval.csv``, ``sampler.pt`` and
+            ``best_sampler.pt`` (created if missing).  Without it nothing is written.
         resume : bool
             Continue from ``out_dir/checkpoint.pt``; log rows after the checkpoint's
             iteration (from an interrupted run) are dropped.

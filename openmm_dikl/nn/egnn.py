@@ -32,7 +32,20 @@ from .base import (Configurable, activation_class, check_positive_int, latent_sa
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EGNNLayer", "EGNN", "EGNNGenerator", "EGNNScore"]
+__all__ = ["EGNNLayer", "EGNN", "EGNNGenerator", "EGNNScore", "GENERATOR_OUTPUTS"]
+
+#: What :class:`EGNNGenerator` returns: the final coordinates or their displacement from z.
+GENERATOR_OUTPUTS = ("positions", "displacement")
+
+
+def _check_norm_constant(norm_constant, normalize):
+    """ValueError unless ``norm_constant`` is a finite number >= 0, and 0 without normalize."""
+    if isinstance(norm_constant, bool) or not isinstance(norm_constant, (int, float)) \
+            or not np.isfinite(norm_constant) or norm_constant < 0:
+        raise ValueError(f"norm_constant must be a finite number >= 0, got {norm_constant!r}")
+    if norm_constant and not normalize:
+        raise ValueError(f"norm_constant={norm_constant!r} has no effect without "
+                         "normalize=True")
 
 
 class EGNNLayer(nn.Module):
@@ -57,8 +70,17 @@ class EGNNLayer(nn.Module):
         particle count; the default), ``"sum"`` is the paper's plain sum.
     normalize : bool
         Replace ``x_i − x_j`` in the coordinate update by
-        ``(x_i − x_j) / (|x_i − x_j| + ε)``, so the step size does not grow with the
-        distance (egnn_clean's ``normalize``; improves stability).
+        ``(x_i − x_j) / (|x_i − x_j| + c + ε)`` with c = ``norm_constant``, so the step
+        size does not grow with the distance (egnn_clean's ``normalize``; improves
+        stability).
+    norm_constant : float
+        c >= 0 of ``normalize`` (0.0, default: unit vectors).  1.0 is the DiKL / DEM
+        reference code's ``(x_i − x_j) / (|x_i − x_j| + 1)``, which shrinks the updates
+        of close pairs (|d| ≪ 1 nm) instead of giving them full-length unit vectors.
+        Needs ``normalize=True``.
+    attention : bool
+        Gate every message by a learned invariant weight, m_ij ← m_ij · sigmoid(w · m_ij
+        + b), before both aggregations (the reference code's ``attention=True``).
     tanh : bool
         Bound the coordinate weight: ``φ_x(m) → coords_range · tanh(φ_x(m))``
         (egnn_clean's ``tanh``).  Then one layer moves a particle by at most
@@ -85,11 +107,12 @@ class EGNNLayer(nn.Module):
 
     def __init__(self, hidden, activation=nn.SiLU, aggregation="mean", normalize=False,
                  tanh=False, coords_range=1.0, update_coords=True, coord_hidden_layer=True,
-                 update_features=True):
+                 update_features=True, norm_constant=0.0, attention=False):
         super().__init__()
         hidden = check_positive_int(hidden, "hidden")
         if aggregation not in ("mean", "sum"):
             raise ValueError(f"aggregation must be 'mean' or 'sum', got {aggregation!r}")
+        _check_norm_constant(norm_constant, normalize)
         act = activation_class(activation)
         self.hidden = hidden
         self.aggregation = aggregation
@@ -98,9 +121,13 @@ class EGNNLayer(nn.Module):
         self.coords_range = float(coords_range)
         self.update_coords = bool(update_coords)
         self.update_features = bool(update_features)
+        self.norm_constant = float(norm_constant)
+        self.attention = bool(attention)
         self.epsilon = 1e-8
         self.edge_in = nn.Linear(2 * hidden + 1, hidden)    # φ_e layer 1 on [h_i, h_j, d²]
         self.edge_out = nn.Sequential(act(), nn.Linear(hidden, hidden), act())
+        if self.attention:
+            self.attention_mlp = nn.Sequential(nn.Linear(hidden, 1), nn.Sigmoid())
         if self.update_features:
             self.node_mlp = mlp([2 * hidden, hidden, hidden], act)
         if self.update_coords:
@@ -117,7 +144,8 @@ class EGNNLayer(nn.Module):
         target = h @ w[:, self.hidden:2 * self.hidden].T           # h_j block
         pre = source[:, :, None, :] + target[:, None, :, :]         # (B, n, n, H)
         pre = pre.addcmul_(sq_dist[..., None], w[:, -1])            # + d²_ij w_d, in place
-        return self.edge_out(pre)
+        m = self.edge_out(pre)
+        return m * self.attention_mlp(m) if self.attention else m
 
     def _aggregate(self, edge_values):
         """A_j over j ≠ i of (batch, n, n, k) edge values -> (batch, n, k)."""
@@ -133,7 +161,7 @@ class EGNNLayer(nn.Module):
         if self.normalize:
             # clamp: no 0 · ∞ = NaN in the backward pass through sqrt at i = j
             distance = torch.sqrt(sq_dist.clamp_min(self.epsilon ** 2))
-            diff = diff / (distance[..., None] + self.epsilon)
+            diff = diff / (distance[..., None] + (self.epsilon + self.norm_constant))
         # diagonal terms vanish (x_i − x_i = 0), so the plain sum already excludes j = i
         shift = (diff * weight).sum(dim=2)
         n = x.shape[1]
@@ -181,6 +209,8 @@ class EGNN(nn.Module):
         Feature width H.
     activation, aggregation, normalize, tanh, coords_range, coord_hidden_layer
         Passed to every :class:`EGNNLayer` (see there for the equations they change).
+    norm_constant, attention
+        Passed to every :class:`EGNNLayer` as well.
     final_features : bool
         If False the last layer skips its feature update (and has no φ_h): use when
         only the output coordinates are needed.
@@ -193,14 +223,15 @@ class EGNN(nn.Module):
 
     def __init__(self, n_layers, hidden, activation=nn.SiLU, aggregation="mean",
                  normalize=False, tanh=False, coords_range=1.0, coord_hidden_layer=True,
-                 final_features=True):
+                 final_features=True, norm_constant=0.0, attention=False):
         super().__init__()
         n_layers = check_positive_int(n_layers, "n_layers")
         self.layers = nn.ModuleList(
             EGNNLayer(hidden, activation=activation, aggregation=aggregation,
                       normalize=normalize, tanh=tanh, coords_range=coords_range,
                       coord_hidden_layer=coord_hidden_layer,
-                      update_features=final_features or i < n_layers - 1)
+                      update_features=final_features or i < n_layers - 1,
+                      norm_constant=norm_constant, attention=attention)
             for i in range(n_layers))
 
     def forward(self, h, x):
@@ -219,7 +250,8 @@ class _EGNNBase(Configurable):
     """Shared construction of the EGNN generator and score network."""
 
     def __init__(self, n_particles, spatial_dim, n_layers, hidden, node_features, extra_inputs,
-                 activation, aggregation, normalize, tanh, coords_range, coord_hidden_layer):
+                 activation, aggregation, normalize, tanh, coords_range, coord_hidden_layer,
+                 norm_constant=0.0, attention=False):
         super().__init__()
         self.n_particles = check_positive_int(n_particles, "n_particles", minimum=2)
         self.spatial_dim = check_positive_int(spatial_dim, "spatial_dim")
@@ -241,7 +273,8 @@ class _EGNNBase(Configurable):
         self.embedding = nn.Linear(features.shape[1] + extra_inputs, hidden)
         self.egnn = EGNN(n_layers, hidden, activation=activation, aggregation=aggregation,
                          normalize=normalize, tanh=tanh, coords_range=coords_range,
-                         coord_hidden_layer=coord_hidden_layer, final_features=False)
+                         coord_hidden_layer=coord_hidden_layer, final_features=False,
+                         norm_constant=norm_constant, attention=attention)
         #: Batch chunk size used by ``forward`` (None: automatic, ~2 MB edge tensors).
         #: A runtime setting, not part of ``config``; results do not depend on it.
         self.chunk_size = None
@@ -251,6 +284,12 @@ class _EGNNBase(Configurable):
                            aggregation=aggregation, normalize=bool(normalize), tanh=bool(tanh),
                            coords_range=float(coords_range),
                            coord_hidden_layer=bool(coord_hidden_layer))
+        # options added later are stored only when set, so that existing configs and
+        # checkpoints stay identical and loadable
+        if float(norm_constant) != 0.0:
+            self._config["norm_constant"] = float(norm_constant)
+        if attention:
+            self._config["attention"] = True
 
     def _chunks(self, batch):
         """Batch chunk size: edge tensors of about ``_CHUNK_ENTRIES`` entries (cache-sized)."""
@@ -295,8 +334,17 @@ class EGNNGenerator(_EGNNBase):
         Standard deviation of the latent Gaussian used by :meth:`sample` (nm).
     activation : type or str
         Activation class (default :class:`torch.nn.SiLU`) or its name in torch.nn.
-    aggregation, normalize, tanh, coords_range, coord_hidden_layer
+    aggregation, normalize, tanh, coords_range, coord_hidden_layer, norm_constant, attention
         See :class:`EGNNLayer` (stability and speed options, with their equations).
+    output : {"positions", "displacement"}
+        ``"positions"`` (default): x = x_L, the EGNN's final coordinates started from
+        z, i.e. z plus the summed layer displacements.  ``"displacement"``: x = x_L − z,
+        the displacements alone, as the DiKL reference code's generator
+        (``EGNN_dynamics`` with ``remove_input=True``; there with ``tanh``,
+        ``coords_range`` = 15 / n_layers, ``aggregation="sum"``, ``normalize`` with
+        ``norm_constant=1``, ``attention`` and ReLU).  A fresh network (tiny
+        coordinate head) then maps every z close to 0.  Stored in ``config`` only when
+        not the default.
 
     Attributes
     ----------
@@ -308,22 +356,29 @@ class EGNNGenerator(_EGNNBase):
     Notes
     -----
     ``forward`` centres z, runs the EGNN with z as initial coordinates and constant (or
-    ``node_features``) node inputs, and returns the final coordinates with their centroid
-    removed.  The map is equivariant to rotations and reflections, invariant to
-    translations of z (the output is centred), and equivariant to permutations of
-    particles with equal node features.
+    ``node_features``) node inputs, and returns the final coordinates (or, with
+    ``output="displacement"``, their difference to z) with their centroid removed.  The
+    map is equivariant to rotations and reflections, invariant to translations of z (the
+    output is centred), and equivariant to permutations of particles with equal node
+    features.
     """
 
     def __init__(self, n_particles, spatial_dim, n_layers=4, hidden=64, node_features=None,
                  latent_std=1.0, activation=nn.SiLU, aggregation="mean", normalize=False,
-                 tanh=False, coords_range=1.0, coord_hidden_layer=True):
+                 tanh=False, coords_range=1.0, coord_hidden_layer=True, norm_constant=0.0,
+                 attention=False, output="positions"):
+        if output not in GENERATOR_OUTPUTS:
+            raise ValueError(f"output must be one of {GENERATOR_OUTPUTS}, got {output!r}")
         super().__init__(n_particles, spatial_dim, n_layers, hidden, node_features, 0,
                          activation, aggregation, normalize, tanh, coords_range,
-                         coord_hidden_layer)
+                         coord_hidden_layer, norm_constant, attention)
         if not (np.isfinite(latent_std) and latent_std > 0):
             raise ValueError(f"latent_std must be positive (nm), got {latent_std!r}")
         self.latent_std = float(latent_std)
         self._config["latent_std"] = self.latent_std
+        self.output = output
+        if output != "positions":
+            self._config["output"] = output
 
     def forward(self, z):
         """Map latent noise to configurations.
@@ -344,7 +399,9 @@ class EGNNGenerator(_EGNNBase):
             If ``z`` has the wrong shape.
         """
         self._check_input(z, "z")
-        return remove_mean(self._run(remove_mean(z)))
+        z = remove_mean(z)
+        x = self._run(z)
+        return remove_mean(x - z if self.output == "displacement" else x)
 
     def sample(self, n, generator=None):
         """Draw ``n`` configurations x = f_θ(z) with centred Gaussian z of std ``latent_std``.
@@ -379,7 +436,7 @@ class EGNNScore(_EGNNBase):
         node's input features.
     activation : type or str
         Activation class (default :class:`torch.nn.SiLU`) or its name in torch.nn.
-    aggregation, normalize, tanh, coords_range, coord_hidden_layer
+    aggregation, normalize, tanh, coords_range, coord_hidden_layer, norm_constant, attention
         See :class:`EGNNLayer` (stability and speed options, with their equations).
 
     Notes
@@ -394,14 +451,15 @@ class EGNNScore(_EGNNBase):
 
     def __init__(self, n_particles, spatial_dim, n_layers=4, hidden=64, node_features=None,
                  time_embedding_dim=16, activation=nn.SiLU, aggregation="mean",
-                 normalize=False, tanh=False, coords_range=1.0, coord_hidden_layer=True):
+                 normalize=False, tanh=False, coords_range=1.0, coord_hidden_layer=True,
+                 norm_constant=0.0, attention=False):
         time_embedding_dim = check_positive_int(time_embedding_dim, "time_embedding_dim",
                                                  minimum=2)
         if time_embedding_dim % 2:
             raise ValueError(f"time_embedding_dim must be even, got {time_embedding_dim}")
         super().__init__(n_particles, spatial_dim, n_layers, hidden, node_features,
                          time_embedding_dim + 1, activation, aggregation, normalize, tanh,
-                         coords_range, coord_hidden_layer)
+                         coords_range, coord_hidden_layer, norm_constant, attention)
         self.time_embedding_dim = time_embedding_dim
         self._config["time_embedding_dim"] = time_embedding_dim
 

@@ -103,6 +103,13 @@ class MLPScore(Configurable):
     centre : bool
         If True, the input is centred and the output's centroid removed.  Default False
         (MW-32, MoG-40 are not translation invariant).
+    time_every_layer : bool
+        False (default): the time features τ = [t, embedding(t)] enter once, with the
+        input.  True: every hidden layer gets them,
+        h_l = act(W_l h_{l−1} + b_l + V_l τ) with h_0 = x_t (flattened), as the DiKL
+        reference code's MLP score network (4 × 400, a Fourier time embedding added
+        to every layer; there with fixed random frequencies, here through a learned V_l
+        from the sinusoidal features).  Stored in ``config`` only when True.
 
     Notes
     -----
@@ -111,7 +118,7 @@ class MLPScore(Configurable):
     """
 
     def __init__(self, n_particles, spatial_dim, hidden=256, n_layers=3, time_embedding_dim=16,
-                 activation=nn.SiLU, centre=False):
+                 activation=nn.SiLU, centre=False, time_every_layer=False):
         super().__init__()
         self.n_particles, self.spatial_dim, time_embedding_dim = check_score_sizes(
             n_particles, spatial_dim, hidden, n_layers, time_embedding_dim)
@@ -119,11 +126,24 @@ class MLPScore(Configurable):
         dim = self.n_particles * self.spatial_dim
         self.time_embedding_dim = time_embedding_dim
         self.centre = bool(centre)
-        self.net = mlp([dim + time_embedding_dim + 1] + [hidden] * n_layers + [dim], act)
+        if not isinstance(time_every_layer, bool):
+            raise ValueError(f"time_every_layer must be True or False, got {time_every_layer!r}")
+        self.time_every_layer = time_every_layer
+        if time_every_layer:
+            sizes = [dim] + [int(hidden)] * int(n_layers)
+            self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+            self.time_layers = nn.ModuleList(nn.Linear(time_embedding_dim + 1, b, bias=False)
+                                             for b in sizes[1:])
+            self.activation = act()
+            self.out = nn.Linear(int(hidden), dim)
+        else:  # the architecture of every existing config and checkpoint
+            self.net = mlp([dim + time_embedding_dim + 1] + [hidden] * n_layers + [dim], act)
         self._store_config(n_particles=self.n_particles, spatial_dim=self.spatial_dim,
                            hidden=int(hidden), n_layers=int(n_layers),
                            time_embedding_dim=time_embedding_dim, activation=act.__name__,
                            centre=self.centre)
+        if time_every_layer:
+            self._config["time_every_layer"] = True
 
     def forward(self, x_t, t):
         """Score estimate (batch, n, d) in 1/nm at x_t (batch, n, d) nm, t (batch,) in [0, 1]."""
@@ -131,7 +151,13 @@ class MLPScore(Configurable):
         t = self._check_time(t, x_t.shape[0]).to(dtype=x_t.dtype, device=x_t.device)
         if self.centre:
             x_t = remove_mean(x_t)
-        inputs = torch.cat([x_t.reshape(x_t.shape[0], -1), t[:, None],
-                            sinusoidal_embedding(t, self.time_embedding_dim)], dim=-1)
-        s = self.net(inputs).reshape(x_t.shape)
+        flat = x_t.reshape(x_t.shape[0], -1)
+        tau = torch.cat([t[:, None], sinusoidal_embedding(t, self.time_embedding_dim)], dim=-1)
+        if self.time_every_layer:
+            h = flat
+            for layer, time_layer in zip(self.layers, self.time_layers):
+                h = self.activation(layer(h) + time_layer(tau))
+            s = self.out(h).reshape(x_t.shape)
+        else:
+            s = self.net(torch.cat([flat, tau], dim=-1)).reshape(x_t.shape)
         return remove_mean(s) if self.centre else s
