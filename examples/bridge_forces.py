@@ -45,7 +45,7 @@ def main(argv=None):
     # the energy is differentiable: relax the batch by gradient descent on u (kT)
     with OpenMMBridge(target.system, target.temperature, platform=target.platform) as bridge:
         y = x.clone().requires_grad_(True)
-        optimiser = torch.optim.SGD([y], lr=1e-5)
+        optimiser = torch.optim.SGD([y], lr=2e-6)  # nm² per kT: below 2 / (stiffest bond)
         for _ in range(20):
             optimiser.zero_grad()
             energy = bridge.reduced_energy(y).sum()

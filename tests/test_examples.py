@@ -30,7 +30,8 @@ NUMBER = r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
 
 def _check_ala2_pipeline(out, folder):
     rows = re.findall(rf"^(DiGS, \d+ evaluations|DiKL generator, one shot|\+ 3 DiGS sweeps.*?)\s+"
-                      rf"({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s*$", out, re.M)
+                      rf"({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+\(floor "
+                      rf"{NUMBER}\)\s*$", out, re.M)
     assert len(rows) == 3, out  # DiGS, generator, refined: KL phi, psi, Rama, p(phi>0)
     for row in rows:
         kls, fraction = [float(v) for v in row[1:4]], float(row[4])

@@ -481,20 +481,9 @@ class DiffusiveGibbsIntegrator(ThermostatedIntegrator):
         self.setGlobalVariableByName("blocks_sized", 1)
 
     def set_blocks(self, blocks, n_particles):
-        """Set the block masks: level k moves only the particles ``blocks[k]``.
-
-        Parameters
-        ----------
-        blocks : sequence of sequences of int
-            One block per level (as in the constructor).
-        n_particles : int
-            Length of the masks (the bound System's particle count, or more).
-
-        Raises
-        ------
-        ValueError
-            If the integrator was built without blocks or with another number of them.
-        """
+        """Set the masks: level k moves only ``blocks[k]`` (one block per level, as in the
+        constructor) of ``n_particles`` (int, the bound System's count or more); ValueError
+        if the integrator has another number of blocks."""
         if int(self.getGlobalVariableByName("n_blocks")) != len(blocks):
             raise ValueError(f"the integrator has {int(self.getGlobalVariableByName('n_blocks'))} "
                              f"blocks, got {len(blocks)}")

@@ -30,6 +30,7 @@ import torch
 from openmm import unit
 from tqdm.auto import tqdm
 
+from ..bridge import platform_name
 from ..energy import EnergyAndForce
 from ..units import check_samplable
 from .base import ChainResult
@@ -232,7 +233,7 @@ def run_sampler(target, method="langevin", force_evals=100000, out="samples.dcd"
     check_writable(out)
     check_samplable(target.system, f"method {method!r}")
     if platform is not None:
-        platform = openmm.Platform.getPlatformByName(platform).getName()
+        platform = platform_name(platform)
     if workers is not None:
         from .chains import run_chains_in_workers  # the worker module imports this one
         return run_chains_in_workers(target, method, int(force_evals), out, int(seed),

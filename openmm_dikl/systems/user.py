@@ -42,7 +42,8 @@ def from_openmm(system, topology, positions, temperature, name="user", platform=
     if not isinstance(system, openmm.System):
         raise TypeError(f"system must be an openmm.System, got {type(system).__name__}")
     check_samplable(system)
-    return TargetSystem(name, system, topology, positions, as_kelvin(temperature),
-                        spatial_dim=3, platform=platform,
-                        description=f"user system with {system.getNumParticles()} atoms",
-                        sampler_defaults=molecular_sampler_defaults(topology))
+    target = TargetSystem(name, system, topology, positions, as_kelvin(temperature),
+                          spatial_dim=3, platform=platform,
+                          description=f"user system with {system.getNumParticles()} atoms")
+    target.sampler_defaults = molecular_sampler_defaults(target.topology)
+    return target
