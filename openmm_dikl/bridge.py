@@ -24,19 +24,23 @@ from openmm import unit
 from torch.autograd.function import once_differentiable
 
 from ._workers import _ProcessPoolBackend, _SerialBackend
-from .units import as_kelvin, as_nm, check_positions, kt_kjmol
+from .units import (BOND_LENGTH_RANGE, as_kelvin, as_nm, check_bond_lengths, check_positions,
+                    kt_kjmol)
 
-__all__ = ["OpenMMBridge"]
+__all__ = ["OpenMMBridge", "platform_name"]
 
 logger = logging.getLogger(__name__)
+
+#: Configurations at the start of each batch whose bond lengths are checked (nm, not Å).
+LENGTH_CHECKED_SAMPLES = 4
 
 
 class _ReducedEnergy(torch.autograd.Function):
     """u(x) from the bridge; backward returns −grad_u · f with f = −∇u the OpenMM forces."""
 
     @staticmethod
-    def forward(ctx, positions, bridge):
-        energies, forces = bridge.compute(positions.detach())
+    def forward(ctx, positions, bridge, check_length_scale):
+        energies, forces = bridge.compute(positions.detach(), check_length_scale)
         ctx.input_dtype = positions.dtype
         ctx.positions_shape = positions.shape
         ctx.save_for_backward(forces.to(positions.device))
@@ -47,10 +51,39 @@ class _ReducedEnergy(torch.autograd.Function):
     def backward(ctx, grad_energies):
         (forces,) = ctx.saved_tensors  # (batch, n, d), 1/nm
         grad_positions = -grad_energies.to(forces.dtype)[:, None, None] * forces
-        return grad_positions.reshape(ctx.positions_shape).to(ctx.input_dtype), None
+        return grad_positions.reshape(ctx.positions_shape).to(ctx.input_dtype), None, None
 
 
-def _platform_name(platform):
+def _bonded_pairs(system):
+    """Bonded particle pairs of a System: HarmonicBondForce bonds and constraints.
+
+    Parameters
+    ----------
+    system : openmm.System
+        The System.
+
+    Returns
+    -------
+    pairs : numpy.ndarray of int, shape=(n_bonds, 2)
+        Particle indices.
+    lengths : numpy.ndarray, shape=(n_bonds,)
+        Equilibrium bond lengths and constraint distances in nm.
+    """
+    pairs, lengths = [], []
+    for force in system.getForces():
+        if isinstance(force, openmm.HarmonicBondForce):
+            for k in range(force.getNumBonds()):
+                p1, p2, length, _ = force.getBondParameters(k)
+                pairs.append((p1, p2))
+                lengths.append(length.value_in_unit(unit.nanometer))
+    for k in range(system.getNumConstraints()):
+        p1, p2, distance = system.getConstraintParameters(k)
+        pairs.append((p1, p2))
+        lengths.append(distance.value_in_unit(unit.nanometer))
+    return np.array(pairs, dtype=int).reshape(-1, 2), np.array(lengths, dtype=float)
+
+
+def platform_name(platform):
     """Platform name from a name or an ``openmm.Platform``; ValueError if unavailable."""
     if isinstance(platform, openmm.Platform):
         return platform.getName()
@@ -73,8 +106,9 @@ class OpenMMBridge:
     ----------
     system : openmm.System
         The System to evaluate (copied at construction; later changes are not seen).
-        Must not contain virtual sites.  Constraints are *not* applied (see Notes).
-        Periodic Systems are evaluated in their default box.
+        Must not contain virtual sites.  Systems with constraints are accepted and
+        evaluated without applying them (see Notes).  Periodic Systems are evaluated in
+        their default box.
     temperature : openmm.unit.Quantity or float
         Temperature, compatible with kelvin or a bare number in K.
     platform : str or openmm.Platform
@@ -100,6 +134,9 @@ class OpenMMBridge:
         Platform name.
     n_workers : int
         Number of worker processes (1 = in-process).
+    bonded_pairs : numpy.ndarray of int, shape=(n_bonds, 2)
+        Particle pairs whose lengths :meth:`compute` checks (the System's
+        HarmonicBondForce bonds and constraints; empty if the check does not apply).
 
     Raises
     ------
@@ -111,9 +148,24 @@ class OpenMMBridge:
 
     Notes
     -----
-    *Constraints.* Energies and forces are evaluated at exactly the given positions;
-    constraints are neither applied to the positions nor projected out of the forces.
-    The samplers refuse constrained Systems (:func:`openmm_dikl.systems.user.check_samplable`).
+    *Constraints* are accepted, and the bridge evaluates U(x) and −∇U(x) at exactly the
+    given positions, as if the System had none: positions are not moved onto the
+    constraint surface (even when they violate it) and the constraint forces are not
+    projected out, so the result equals that of the same System without constraints.
+    This is what evaluating given configurations needs (energies of samples, forces for
+    a score); *sampling* a constrained System this way would ignore the constraints, so
+    the samplers refuse such Systems (:func:`openmm_dikl.units.check_samplable`).  The
+    constructor logs the number of constraints at INFO level.
+
+    *Length scale.* Bare numbers are taken as nm.  Positions in Å passed as bare
+    numbers would give absurd energies (about 10⁶ kT for alanine dipeptide), so
+    :meth:`compute` checks the median bond length of the first
+    :data:`LENGTH_CHECKED_SAMPLES` configurations of every batch (a few µs) and raises
+    ValueError outside 0.05-0.5 nm (:func:`openmm_dikl.units.check_bond_lengths`).  The
+    bonds are the System's HarmonicBondForce bonds and constraints, read once here; the
+    check is skipped for Systems whose own median equilibrium bond length is outside
+    that range (coarse-grained or reduced-unit models) and for Systems without such
+    bonds.
 
     *Virtual sites* are refused because OpenMM recomputes their positions from the other
     particles, which would silently overwrite the given ones.
@@ -123,13 +175,18 @@ class OpenMMBridge:
     carry a separable z term in their System, which vanishes at z = 0).
 
     *Workers.* Results are identical to ``n_workers=1`` on deterministic platforms (the
-    same Context code runs on the same positions).  If a worker process dies, the call
+    same Context code runs on the same positions).  Positions go to the workers, and
+    energies and forces come back, through one shared-memory block per pool (named
+    ``omdikl_<pid>_…``, in /dev/shm on Linux; it grows with the largest batch, up to
+    256 MiB), and the workers take chunks of the batch as they become free, so a worker
+    slowed down by other load does less of it.  If a worker process dies, the call
     raises RuntimeError within moments, the pool is shut down, and the next
     :meth:`compute` starts a fresh pool (or call :meth:`restart`).  Workers are stopped
-    by :meth:`close`, by leaving a ``with`` block, when the bridge is garbage collected
-    and at interpreter exit.  Because workers are spawned, a *script* that creates a
-    multi-worker bridge at import time must guard its entry point with
-    ``if __name__ == "__main__":``.
+    and the shared memory is unlinked by :meth:`close`, by leaving a ``with`` block,
+    after a worker death, when the bridge is garbage collected and at interpreter exit
+    (and by multiprocessing's resource tracker if this process is killed).  Because
+    workers are spawned, a *script* that creates a multi-worker bridge at import time
+    must guard its entry point with ``if __name__ == "__main__":``.
 
     Examples
     --------
@@ -158,6 +215,14 @@ class OpenMMBridge:
             logger.info("the System has %d constraints: the bridge evaluates energies and "
                         "forces at the given positions and does not apply them",
                         system.getNumConstraints())
+        pairs, lengths = _bonded_pairs(system)
+        low, high = BOND_LENGTH_RANGE
+        if len(pairs) and not low <= np.median(lengths) <= high:
+            logger.debug("median equilibrium bond length %.3g nm is outside %s-%s nm: "
+                         "positions are not checked for the length scale",
+                         np.median(lengths), low, high)
+            pairs = pairs[:0]
+        self.bonded_pairs = pairs
         if isinstance(n_workers, bool) or not isinstance(n_workers, (int, np.integer)) \
                 or n_workers < 1:
             raise ValueError(f"n_workers must be a positive integer, got {n_workers!r}")
@@ -167,7 +232,7 @@ class OpenMMBridge:
         self.temperature = as_kelvin(temperature) * unit.kelvin
         self._kt = kt_kjmol(self.temperature)
         self.kT = self._kt * unit.kilojoule_per_mole
-        self.platform = _platform_name(platform)
+        self.platform = platform_name(platform)
         self.n_workers = int(n_workers)
         self.platform_properties = ({str(k): str(v) for k, v in platform_properties.items()}
                                     if platform_properties else None)
@@ -191,16 +256,20 @@ class OpenMMBridge:
                              f"systems (padded with z = 0), got shape {tuple(x.shape)}")
         return check_positions(x, self.n_particles, dim, name="positions")
 
-    def compute(self, positions):
+    def compute(self, positions, check_length_scale=True):
         """Reduced energies and reduced forces of a batch of configurations.
 
         Parameters
         ----------
         positions : array-like, torch.Tensor or Quantity, shape=(batch, n_particles, d)
             Positions in nm (bare numbers) with d = 3, or d = 2 for planar systems
-            (padded with z = 0).  A single configuration (n_particles, d) is treated as
-            a batch of 1.  Torch tensors are detached (use :meth:`reduced_energy` for
-            gradients).
+            (padded with z = 0); a Quantity in any length unit is converted.  A single
+            configuration (n_particles, d) is treated as a batch of 1.  Torch tensors are
+            detached (use :meth:`reduced_energy` for gradients).
+        check_length_scale : bool
+            Check the bond lengths of the first :data:`LENGTH_CHECKED_SAMPLES`
+            configurations (positions in Å passed as nm raise ValueError).  Internal
+            loops whose positions are already known to be in nm may pass False.
 
         Returns
         -------
@@ -212,8 +281,9 @@ class OpenMMBridge:
         Raises
         ------
         ValueError
-            On a wrong shape (ndim, particle count or d), an empty batch, or NaN/inf
-            entries (the message names the first bad sample index).
+            On a wrong shape (ndim, particle count or d), an empty batch, NaN/inf
+            entries (the message names the first bad sample index), or bond lengths
+            showing that the positions are not in nm (e.g. bare numbers in Å).
         RuntimeError
             If the bridge is closed, or (n_workers > 1) a worker process died or raised
             (the worker's exception type, message and traceback are in the message).
@@ -227,6 +297,8 @@ class OpenMMBridge:
             xyz[..., :2] = x
         else:
             xyz = np.ascontiguousarray(x)
+        if check_length_scale:
+            check_bond_lengths(xyz[:LENGTH_CHECKED_SAMPLES], self.bonded_pairs)
         energies, forces = self._backend.compute(xyz)
         energies /= self._kt
         if dim == 2:
@@ -235,7 +307,7 @@ class OpenMMBridge:
             forces /= self._kt
         return torch.from_numpy(energies), torch.from_numpy(forces)
 
-    def reduced_energy(self, positions):
+    def reduced_energy(self, positions, check_length_scale=True):
         """Differentiable reduced energy u = U/kT; its gradient comes from OpenMM forces.
 
         Parameters
@@ -244,6 +316,8 @@ class OpenMMBridge:
             Positions in nm (d = 3, or 2 padded with z = 0).  A single configuration
             (n_particles, d) gives a batch of 1.  Numpy arrays and Quantities are
             accepted (no gradient then).
+        check_length_scale : bool
+            As in :meth:`compute`.
 
         Returns
         -------
@@ -259,7 +333,7 @@ class OpenMMBridge:
         """
         if not isinstance(positions, torch.Tensor):
             positions = torch.from_numpy(as_nm(positions, "positions"))
-        return _ReducedEnergy.apply(positions, self)
+        return _ReducedEnergy.apply(positions, self, bool(check_length_scale))
 
     # ------------------------------------------------------------------ lifetime
     @property

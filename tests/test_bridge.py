@@ -7,6 +7,8 @@ import concurrent.futures
 import copy
 import doctest
 import gc
+import glob
+import logging
 import os
 import signal
 import subprocess
@@ -20,6 +22,7 @@ import pytest
 import torch
 from openmm import unit
 
+import openmm_dikl._workers
 import openmm_dikl.bridge
 from openmm_dikl import systems
 from openmm_dikl.bridge import OpenMMBridge
@@ -47,8 +50,9 @@ def pool(ala2):
         yield bridge
         pids = bridge.worker_pids
         assert len(pids) == 2
-    # leaving the ``with`` block stops the workers
+    # leaving the ``with`` block stops the workers and unlinks the shared memory
     assert bridge.closed and wait_gone(pids, timeout=5.0)
+    assert bridge._backend.shared_memory_names == []
 
 
 def perturbed(target, n, scale=0.005, seed=0):
@@ -80,6 +84,25 @@ def pid_alive(pid):
             return stat.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def shm_segments(pid=None):
+    """Names of the bridge's shared-memory segments in /dev/shm created by process ``pid``."""
+    return sorted(os.path.basename(p) for p in
+                  glob.glob(f"/dev/shm/omdikl_{os.getpid() if pid is None else pid}_*"))
+
+
+def wait_shm_gone(names, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(os.path.exists(f"/dev/shm/{name}") for name in names):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+needs_dev_shm = pytest.mark.skipif(not os.path.isdir("/dev/shm"),
+                                   reason="shared memory is not visible in /dev/shm here")
 
 
 def wait_gone(pids, timeout=10.0):
@@ -191,14 +214,102 @@ def test_periodic_system_uses_default_box():
     assert f[0, 0, 0].item() == pytest.approx(-0.2 / kt_kjmol(temperature), rel=1e-12)
 
 
-def test_constraints_are_not_applied(ala2, serial):
+def test_constraints_are_accepted_and_not_applied(ala2, serial, caplog):
     constrained = copy.deepcopy(ala2.system)
     constrained.addConstraint(0, 1, 0.2)  # far from the current H-C distance
     x = perturbed(ala2, 2)
-    with OpenMMBridge(constrained, ala2.temperature) as bridge:
+    with caplog.at_level(logging.DEBUG, logger="openmm_dikl.bridge"):
+        bridge = OpenMMBridge(constrained, ala2.temperature)
+    with bridge:
         u, f = bridge.compute(x)
+    # accepted with one INFO record, nothing louder
+    records = [r for r in caplog.records if r.name == "openmm_dikl.bridge"]
+    assert [r.levelno for r in records] == [logging.INFO]
+    assert "1 constraints" in records[0].getMessage()
+    # U(x) and -grad U(x) of the same System without constraints, at the given positions
     u0, f0 = serial.compute(x)
     assert torch.equal(u, u0) and torch.equal(f, f0)
+    # the constraint pair counts as a bond for the length-scale check
+    assert len(bridge.bonded_pairs) == len(serial.bonded_pairs) + 1
+    assert "Constraints* are accepted" in OpenMMBridge.__doc__
+
+
+def test_constraints_alone_give_the_bonds_of_the_length_check():
+    system = openmm.System()
+    for _ in range(3):
+        system.addParticle(12.0)
+    system.addConstraint(0, 1, 0.15)
+    system.addConstraint(1, 2, 0.15)
+    x = np.array([[0.0, 0, 0], [0.15, 0, 0], [0.3, 0, 0]])
+    with OpenMMBridge(system, 300.0) as bridge:
+        np.testing.assert_array_equal(bridge.bonded_pairs, [[0, 1], [1, 2]])
+        u, _ = bridge.compute(x)
+        assert u.item() == 0.0
+        with pytest.raises(ValueError, match="angstrom"):
+            bridge.compute(x * 10.0)
+
+
+# ---------------------------------------------------------------------- length scale (nm, not Å)
+def test_angstrom_positions_raise(ala2, serial, pool):
+    x_nm = perturbed(ala2, 6)
+    x_a = 10.0 * x_nm  # the same configurations as bare numbers in angstrom
+    for bridge in (serial, pool):
+        for variant in (x_a, torch.tensor(x_a), x_a[0]):
+            with pytest.raises(ValueError, match=r"median bond length 1\.\d+ nm in sample 0 .*"
+                                                 r"angstrom"):
+                bridge.compute(variant)
+        with pytest.raises(ValueError, match="angstrom"):
+            bridge.reduced_energy(torch.tensor(x_a, requires_grad=True))
+    # a bad configuration among the first LENGTH_CHECKED_SAMPLES is named
+    mixed = x_nm.copy()
+    mixed[2] = x_a[2]
+    with pytest.raises(ValueError, match="in sample 2 "):
+        serial.compute(mixed)
+    # ... and only those are checked (a bounded cost per call)
+    n = openmm_dikl.bridge.LENGTH_CHECKED_SAMPLES
+    assert serial.compute(np.concatenate([x_nm[:n], x_a[n:]]))[0].shape == (6,)
+    # nm too short (e.g. a unit larger than nm) is refused as well
+    with pytest.raises(ValueError, match="far too short"):
+        serial.compute(x_nm / 10.0)
+    # a Quantity in angstrom is converted, not refused; the opt-out skips the check
+    u, _ = serial.compute(unit.Quantity(x_a, unit.angstrom))
+    np.testing.assert_allclose(u.numpy(), serial.compute(x_nm)[0].numpy(), rtol=1e-12)
+    u_a, _ = serial.compute(x_a, check_length_scale=False)
+    assert u_a.min() > 1e5  # what a user passing angstrom used to get silently, in kT
+
+
+def test_target_reduced_energy_refuses_angstrom(ala2):
+    """TargetSystem.reduced_energy (bridged and torch-twin targets) checks the length scale.
+
+    (A TargetSystem test: kept here with the bridge's length-scale tests.)"""
+    x_nm = torch.tensor(perturbed(ala2, 3))
+    u = ala2.reduced_energy(x_nm)
+    assert torch.isfinite(u).all() and u.max() < 1e3
+    for bad in (10.0 * x_nm, (10.0 * x_nm).numpy(), (10.0 * x_nm)[0],
+                (10.0 * x_nm).reshape(3, 1, 22, 3)):
+        with pytest.raises(ValueError, match=r"alanine_dipeptide_vacuum: positions: median "
+                                             r"bond length .* angstrom"):
+            ala2.reduced_energy(bad)
+    assert ala2.reduced_energy(10.0 * x_nm, check_length_scale=False).min() > 1e5
+    ani = systems.get("alanine_dipeptide_ani")  # a torch twin: no bridge involved
+    with pytest.raises(ValueError, match="angstrom"):
+        ani.reduced_energy(10.0 * torch.tensor(perturbed(ani, 1)))
+
+
+def test_length_check_skipped_for_non_nm_bond_models():
+    """A coarse-grained model whose own bonds are 1 nm long is not refused."""
+    system = openmm.System()
+    bonds = openmm.HarmonicBondForce()
+    for i in range(4):
+        system.addParticle(100.0)
+        if i:
+            bonds.addBond(i - 1, i, 1.0, 1000.0)  # r0 = 1 nm
+    system.addForce(bonds)
+    x = np.array([[[0.0, 0, 0], [1.0, 0, 0], [2.0, 0, 0], [3.0, 0, 0]]])
+    with OpenMMBridge(system, 300.0) as bridge:
+        assert bridge.bonded_pairs.shape == (0, 2)
+        u, _ = bridge.compute(x)
+    assert u.item() == pytest.approx(0.0, abs=1e-12)
 
 
 def test_module_doctests():
@@ -301,17 +412,21 @@ def test_killed_worker_is_reported_and_pool_restarts(ala2, serial, pool):
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     try:
         # explicit restart
-        old_pids = pool.worker_pids
+        pool.compute(x)
+        old_pids, old_shm = pool.worker_pids, pool._backend.shared_memory_names
+        assert len(old_shm) == 1 and os.path.exists(f"/dev/shm/{old_shm[0]}")
         os.kill(old_pids[1], signal.SIGKILL)
         start = time.monotonic()
         with pytest.raises(RuntimeError, match=rf"pid {old_pids[1]}\).*SIGKILL"):
             executor.submit(pool.compute, x).result(timeout=30)
-        assert time.monotonic() - start < 10
+        assert time.monotonic() - start < 5
         assert wait_gone(old_pids)
+        assert pool._backend.shared_memory_names == [] and wait_shm_gone(old_shm, 1.0)
         pool.restart()
         assert set(pool.worker_pids).isdisjoint(old_pids)
         u, f = executor.submit(pool.compute, x).result(timeout=60)
         assert torch.equal(u, u_ref) and torch.equal(f, f_ref)
+        assert pool._backend.shared_memory_names != old_shm
         # automatic restart on the next call
         os.kill(pool.worker_pids[0], signal.SIGKILL)
         with pytest.raises(RuntimeError, match="SIGKILL"):
@@ -352,10 +467,13 @@ def test_worker_exception_is_reported_and_pool_stops_on_garbage_collection():
     assert bridge.worker_pids == pids
     assert torch.equal(bridge.compute(x)[0], u)
     assert len(pids) == 2 and all(pid_alive(pid) for pid in pids)
-    # no close(): garbage collection stops the workers
+    # no close(): garbage collection stops the workers and unlinks the shared memory
+    names = bridge._backend.shared_memory_names
+    assert len(names) == 1
     del bridge
     gc.collect()
     assert wait_gone(pids, timeout=10.0)
+    assert wait_shm_gone(names, timeout=1.0)
 
 
 def test_script_without_close_exits(tmp_path):
@@ -372,16 +490,94 @@ def test_script_without_close_exits(tmp_path):
             x = target.positions.value_in_unit(unit.nanometer)[None].repeat(4, 0)
             u, f = bridge.compute(x)
             print("PIDS", *bridge.worker_pids)
+            print("SHM", *bridge._backend.shared_memory_names)
             print("ENERGY", float(u[0]))
     """))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                             timeout=60, env=env)
     assert result.returncode == 0, result.stderr
-    pids = [int(p) for line in result.stdout.splitlines() if line.startswith("PIDS")
-            for p in line.split()[1:]]
-    assert len(pids) == 2
-    assert wait_gone(pids, timeout=5.0)
+    pids, names = _printed(result.stdout, "PIDS"), _printed(result.stdout, "SHM")
+    assert len(pids) == 2 and len(names) == 1
+    assert wait_gone([int(p) for p in pids], timeout=5.0)
+    assert wait_shm_gone(names, timeout=1.0)
+    assert "leaked" not in result.stderr  # no resource_tracker complaint
+
+
+def _printed(stdout, tag):
+    return [word for line in stdout.splitlines() if line.startswith(tag + " ")
+            for word in line.split()[1:]]
+
+
+@needs_dev_shm
+def test_killed_parent_leaves_no_workers_or_shared_memory(tmp_path):
+    """SIGKILL of the process owning the pool: the workers see their pipes close and exit,
+    and multiprocessing's resource tracker unlinks the shared memory."""
+    script = tmp_path / "killed.py"
+    script.write_text(textwrap.dedent("""
+        import os, signal, sys
+        from openmm import unit
+        from openmm_dikl import systems
+        from openmm_dikl.bridge import OpenMMBridge
+
+        if __name__ == "__main__":
+            target = systems.get("alanine_dipeptide_vacuum")
+            bridge = OpenMMBridge(target.system, target.temperature, n_workers=2)
+            bridge.compute(target.positions.value_in_unit(unit.nanometer)[None].repeat(8, 0))
+            print("PIDS", *bridge.worker_pids)
+            print("SHM", *bridge._backend.shared_memory_names, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+    """))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    pids, names = _printed(result.stdout, "PIDS"), _printed(result.stdout, "SHM")
+    assert len(pids) == 2 and len(names) == 1
+    assert wait_gone([int(p) for p in pids], timeout=10.0)
+    assert wait_shm_gone(names, timeout=10.0)
+
+
+@needs_dev_shm
+def test_shared_memory_grows_and_is_unlinked_on_close(ala2, serial):
+    bridge = OpenMMBridge(ala2.system, ala2.temperature, n_workers=2)
+    try:
+        assert bridge._backend.shared_memory_names == []  # created by the first compute
+        x = perturbed(ala2, 40, seed=4)
+        assert torch.equal(bridge.compute(x[:8])[0], serial.compute(x[:8])[0])
+        (first,) = bridge._backend.shared_memory_names
+        assert first in shm_segments()
+        bridge.compute(x[:5])  # a smaller batch reuses the block
+        assert bridge._backend.shared_memory_names == [first]
+        u, f = bridge.compute(x)  # a larger one replaces it
+        (second,) = bridge._backend.shared_memory_names
+        assert second != first and wait_shm_gone([first], 1.0) and second in shm_segments()
+        u_ref, f_ref = serial.compute(x)
+        assert torch.equal(u, u_ref) and torch.equal(f, f_ref)
+    finally:
+        bridge.close()
+    assert bridge._backend.shared_memory_names == [] and wait_shm_gone([second], 1.0)
+    assert not [name for name in shm_segments() if name in (first, second)]
+
+
+def test_batches_larger_than_the_shared_block_go_in_rounds(ala2, serial, monkeypatch):
+    # a block of 5 configurations at most: a batch of 23 takes 5 rounds
+    monkeypatch.setattr(openmm_dikl._workers, "_MAX_SHARED_BYTES", 5 * 8 * (6 * 22 + 1))
+    x = perturbed(ala2, 23, seed=6)
+    with OpenMMBridge(ala2.system, ala2.temperature, n_workers=2) as bridge:
+        u, f = bridge.compute(x)
+        assert bridge._backend._blocks[0].capacity == 5
+    u_ref, f_ref = serial.compute(x)
+    assert torch.equal(u, u_ref) and torch.equal(f, f_ref)
+
+
+def test_chunks_cover_the_batch_in_order():
+    for n_samples in (1, 2, 5, 17, 64, 1000, 1024, 4097):
+        chunks = openmm_dikl._workers._chunks(n_samples, 2)
+        assert chunks[0][0] == 0 and chunks[-1][1] == n_samples
+        assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
+        assert len(chunks) <= 2 * openmm_dikl._workers._CHUNKS_PER_WORKER
+        assert len(chunks) >= min(n_samples, 2)
 
 
 def test_ani_system_through_bridge():

@@ -197,7 +197,7 @@ def evaluate_file(target, path, top=None, prefix=None, n_repeats=5, seed=0, titl
 def _reduced_energies(target, x, batch=1000):
     """Reduced energies (n,) in kT of configurations x (n, N, d) nm, without autograd."""
     with torch.no_grad():
-        return np.concatenate([target.reduced_energy(torch.as_tensor(x[i:i + batch]))
+        return np.concatenate([target.reduced_energy(torch.as_tensor(x[i:i + batch]), check_length_scale=False)
                                .detach().cpu().numpy() for i in range(0, len(x), batch)])
 
 

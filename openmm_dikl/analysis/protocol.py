@@ -72,7 +72,8 @@ def _energies(target, x, batch=1000):
     """Reduced energies (n,) of configurations x (n, N, d) nm, in batches, no autograd."""
     with torch.no_grad():
         return np.concatenate([
-            target.reduced_energy(torch.as_tensor(x[i:i + batch])).detach().cpu().numpy()
+            target.reduced_energy(torch.as_tensor(x[i:i + batch]),
+                                  check_length_scale=False).detach().cpu().numpy()
             for i in range(0, len(x), batch)])
 
 

@@ -21,10 +21,11 @@ from .mcmc import HMC, MALA
 from .moves import DiffusiveGibbsMove
 from .refine import REFINE_METHODS, refine_samples
 from .runner import METHODS, make_integrator, make_torch_sampler, run_sampler
-from .tempering import ParallelTempering, geometric_temperatures
+from .tempering import ParallelTempering, ReplicaSamples, geometric_temperatures, mbar_weights
 
 __all__ = ["Sampler", "ChainResult", "SamplingError", "DiGSSampler", "GaussianKernel",
            "BlockGaussianKernel", "TorsionalKernel", "MALA", "HMC", "DiffusiveGibbsIntegrator",
-           "DiffusiveGibbsMove", "ParallelTempering", "geometric_temperatures", "run_sampler",
+           "DiffusiveGibbsMove", "ParallelTempering", "ReplicaSamples", "mbar_weights",
+           "geometric_temperatures", "run_sampler",
            "make_integrator", "make_torch_sampler", "METHODS", "refine_samples",
            "REFINE_METHODS", "chain_seed"]

@@ -100,6 +100,10 @@ class TargetSystem:
     translation_invariant : bool, optional
         Whether u(x + c) = u(x) for every shift c; None: measured on first use
         (:attr:`translation_invariant`).
+    zmatrix : tuple, optional
+        ``(roots, placed)``: the molecule's Z-matrix as atom indices (three root atoms,
+        then one ``(atom, bond ref, angle ref, dihedral ref)`` row per other atom), for
+        :class:`~openmm_dikl.internal.InternalCoordinates`; None if none is registered.
 
     Attributes
     ----------
@@ -112,7 +116,7 @@ class TargetSystem:
     def __init__(self, name, system, topology, positions, temperature, spatial_dim=3,
                  energy_fn=None, reference_fn=None, platform="Reference", description="",
                  sampler_defaults=None, evaluation=None, evaluation_data=None,
-                 translation_invariant=None):
+                 translation_invariant=None, zmatrix=None):
         if spatial_dim not in (2, 3):
             raise ValueError(f"spatial_dim must be 2 or 3, got {spatial_dim}")
         if not isinstance(system, openmm.System):
@@ -144,6 +148,7 @@ class TargetSystem:
         self.evaluation_data = dict(evaluation_data or {})
         self._translation_invariant = translation_invariant
         self._torsions = None
+        self.zmatrix = zmatrix
 
     def __repr__(self):
         return (f"TargetSystem({self.name!r}, n_particles={self.n_particles}, "
@@ -196,30 +201,43 @@ class TargetSystem:
         return OpenMMBridge(self.system, self.temperature, platform=platform or self.platform,
                             n_workers=n_workers, platform_properties=platform_properties)
 
-    def reduced_energy(self, x):
+    def reduced_energy(self, x, check_length_scale=True):
         """Reduced energy u = U/kT (dimensionless) of configurations.
 
         Parameters
         ----------
         x : torch.Tensor or numpy.ndarray, shape=(..., n_particles, spatial_dim)
-            Positions in nm.
+            Positions in nm (bare numbers; a Quantity in any length unit is converted).
+        check_length_scale : bool
+            Check the bond lengths of the first few configurations (see
+            :meth:`check_length_scale`): positions in Å given as bare numbers raise
+            ValueError instead of returning energies of about 10⁶ kT.  Internal loops
+            whose positions are known to be in nm may pass False.
 
         Returns
         -------
         torch.Tensor, shape=(...), dtype=float64
             u(x), differentiable with respect to ``x``.
+
+        Raises
+        ------
+        ValueError
+            On a wrong shape, or (3-D targets with bonds) a median bond length off the
+            nm scale in one of the first configurations.
         """
         x = as_torch_positions(x)
         if x.shape[-2:] != (self.n_particles, self.spatial_dim):
             raise ValueError(f"{self.name}: positions must have shape (..., {self.n_particles}, "
                              f"{self.spatial_dim}) in nm, got {tuple(x.shape)}")
+        if check_length_scale:
+            self.check_length_scale(x, max_samples=4)
         if self._energy_fn is not None:
             return self._energy_fn(x)
         if self._bridge is None:
             self._bridge = self.bridge()
         batch_shape = x.shape[:-2]
         flat = x.reshape(-1, self.n_particles, self.spatial_dim)
-        return self._bridge.reduced_energy(flat).reshape(batch_shape)
+        return self._bridge.reduced_energy(flat, check_length_scale=False).reshape(batch_shape)
 
     def reduced_force(self, x):
         """Reduced force −∇u (1/nm) at configurations x (nm), same shape as x, float64."""
@@ -246,22 +264,31 @@ class TargetSystem:
         generator = torch.Generator().manual_seed(int(seed))
         return self._reference_fn(10000 if n is None else int(n), generator)
 
-    def check_length_scale(self, x, name="positions"):
+    def check_length_scale(self, x, name="positions", max_samples=100):
         """Refuse configurations whose bond lengths show they are not in nm.
 
         Parameters
         ----------
-        x : numpy.ndarray, shape=(batch, n_particles, spatial_dim)
+        x : numpy.ndarray or torch.Tensor, shape=(..., n_particles, spatial_dim)
             Positions, supposedly in nm.  Only 3-D targets with bonds in the topology
             are checked (see :func:`openmm_dikl.units.check_bond_lengths`).
+        name : str
+            Name used in the error message.
+        max_samples : int
+            Only the first ``max_samples`` configurations are checked (bounded cost).
 
         Raises
         ------
         ValueError
             If the median bond length is off the nm scale (e.g. positions in Å).
         """
-        if self.spatial_dim == 3 and len(self._bonds):
-            check_bond_lengths(np.asarray(x)[:100], self._bonds, name=f"{self.name}: {name}")
+        if self.spatial_dim != 3 or not len(self._bonds):
+            return
+        if isinstance(x, torch.Tensor):
+            x = x.detach().reshape(-1, self.n_particles, 3)[:max_samples].cpu().numpy()
+        else:
+            x = np.asarray(x, dtype=np.float64).reshape(-1, self.n_particles, 3)[:max_samples]
+        check_bond_lengths(x, self._bonds, name=f"{self.name}: {name}")
 
     def as_start_positions(self, positions, name="positions"):
         """Validate one starting configuration and return it as an OpenMM (n, 3) Quantity in nm.
@@ -332,8 +359,19 @@ def particle_system(n_particles, mass=1.0):
     return system
 
 
-def molecular_sampler_defaults():
-    """Default sampler options for molecules (positions in nm, kT-scale energies).
+def molecular_sampler_defaults(topology):
+    """Default sampler options for a molecule (positions in nm, kT-scale energies).
+
+    Parameters
+    ----------
+    topology : openmm.app.Topology
+        The molecule.  Without bonds (particles, ions) there are no molecular defaults
+        (an empty dict: the runner's generic ones apply); without backbone φ/ψ torsions
+        DiGS keeps the generic Gaussian kernel.
+
+    Returns
+    -------
+    dict of str -> dict
 
     * ``digs``: the torsional kernel on the backbone φ/ψ, σ = π (an almost uniform wrapped
       normal), one MALA denoising step of 1e-6 nm² per sweep (``benchmarks/digs_torch.py``);
@@ -342,7 +380,11 @@ def molecular_sampler_defaults():
       them, which is many times faster per evaluation than one chain);
     * ``pt``: temperature ladder up to 800 K.
     """
-    return {"digs": {"kernel": {"name": "torsional", "sigmas": [math.pi]},
-                     "n_denoise_steps": 1, "step_size": 1e-6, "chains": 32},
+    if topology.getNumBonds() == 0:
+        return {}
+    torsions = backbone_torsions(topology)
+    digs = ({"kernel": {"name": "torsional", "sigmas": [math.pi]}, "n_denoise_steps": 1}
+            if len(torsions["phi"]) or len(torsions["psi"]) else {})
+    return {"digs": dict(digs, step_size=1e-6, chains=32),
             "mala": {"step_size": 1e-6, "chains": 32}, "hmc": {"step_size": 1e-6, "chains": 32},
             "pt": {"t_max": 800.0}}
