@@ -26,7 +26,7 @@ import torch
 from openmm_dikl import systems
 from openmm_dikl.analysis import metrics
 from openmm_dikl.dikl import load_sampler
-from openmm_dikl.analysis.evaluation import ala2_metrics, ala2_reference
+from openmm_dikl.analysis.evaluation import ala2_metrics, dihedral_reference
 from openmm_dikl.analysis.plots import plot_ramachandran
 from openmm_dikl.dikl.recipes import load_recipe, train_from_recipe
 from openmm_dikl.samplers import refine_samples
@@ -38,7 +38,7 @@ def report(label, target, x, out):
     m = ala2_metrics(target, x)
     print(f"{label:34s} {m['kl_phi']:7.3f} {m['kl_psi']:7.3f} {m['kl_ramachandran']:7.3f} "
           f"{m['fraction_phi_positive']:7.4f}   (floor {m['kl_ramachandran_floor']:.3f})")
-    ref = ala2_reference()
+    ref = dihedral_reference(target)
     angles = metrics.phi_psi(np.asarray(x), target.topology)  # (n, 2) radians
     plot_ramachandran(angles, out, reference=np.stack([ref["phi"], ref["psi"]], axis=1))
 

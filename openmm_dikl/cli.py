@@ -49,9 +49,10 @@ def build_parser():
 
 def _add_sample_parser(sub):
     sample = sub.add_parser(
-        "sample", help="sample a target with an OpenMM integrator; writes DCD + PDB + CSV",
-        description="Sample a bundled target (or a user PDB with --pdb/--forcefield) with an "
-                    "OpenMM integrator, budgeted in force evaluations. Writes the trajectory "
+        "sample", help="sample a target (DiGS, MD, MALA/HMC, PT); writes DCD + PDB + CSV",
+        description="Sample a bundled target (or a user PDB with --pdb/--forcefield) with DiGS "
+                    "(torch, energies from OpenMM), an OpenMM integrator, MALA/HMC or parallel "
+                    "tempering, budgeted in force evaluations. Writes the trajectory "
                     "(DCD, nm), a PDB topology beside it and a CSV log (energies in kJ/mol and kT, "
                     "acceptance rates).")
     sample.add_argument("system", nargs="?", default=None,
@@ -71,9 +72,10 @@ def _add_sample_parser(sub):
     sample.add_argument("--force-evals", type=int, default=100000,
                         help="budget of force evaluations, all chains together (default 1e5)")
     sample.add_argument("--frames", type=int, default=1000,
-                        help="frames to write in total: one per chain at each of FRAMES // "
-                             "CHAINS evenly spaced reports; fewer (with a warning) when the "
-                             "budget has fewer steps (default 1000)")
+                        help="frames to write in total: one per chain at each of ceil(FRAMES / "
+                             "CHAINS) reports evenly spaced after burn-in (the last may write "
+                             "fewer chains); fewer, with a warning, when the budget has fewer "
+                             "steps (default 1000)")
     sample.add_argument("--chains", type=int, default=None,
                         help="independent chains of the torch methods (digs, mala, hmc), run as "
                              "one batch; frames are written in chain order at every report "
@@ -148,10 +150,11 @@ def _add_evaluate_parser(sub):
     evaluate = sub.add_parser(
         "evaluate", help="compare samples with the target's reference; write plots",
         description="Compare samples (.npy in nm, or a trajectory readable by mdtraj) with the "
-                    "reference of SYSTEM: W2 (nm), energy TVD and interatomic-distance TVD "
-                    "(2,000 vs 2,000, 200 bins, repeats; smaller files scale the protocol down with "
-                    "a warning) beside the reference-vs-reference noise "
-                    "floor; writes energy and distance histograms as PNG.")
+                    "reference of SYSTEM by its registered protocol: W2 (nm), energy and "
+                    "interatomic-distance TVD (2,000 vs 2,000, 200 bins, repeats; smaller files "
+                    "scale down with a warning) for reference sets, mode and basin metrics for "
+                    "MoG-40 / MW-32, KL of phi, psi and Ramachandran (nats) for peptides; "
+                    "noise floors and reference values beside each; writes PNG plots.")
     evaluate.add_argument("file", help="samples: .npy (N, n_particles, dim) nm, or .dcd/.h5/.pdb")
     evaluate.add_argument("--system", required=True, help="bundled system name")
     evaluate.add_argument("--top", help="topology PDB for .dcd input (default: FILE stem + .pdb)")

@@ -35,14 +35,26 @@ class Energy:
 
     Subclasses implement :meth:`_evaluate`; :meth:`__call__` converts x to float64 and
     counts the configurations in ``n_evaluations`` (one energy + force each).
+
+    Attributes
+    ----------
+    target : TargetSystem or None
+        The system whose energy this is, where there is one (:class:`EnergyAndForce`).
     """
 
+    target = None
+
     def __init__(self):
-        self.n_evaluations = 0
+        self._n_evaluations = 0
+
+    @property
+    def n_evaluations(self):
+        """Configurations evaluated so far (int; one energy + force each)."""
+        return self._n_evaluations
 
     def __call__(self, x):
         x = torch.as_tensor(x, dtype=torch.float64)
-        self.n_evaluations += int(x.shape[0])
+        self._n_evaluations += int(x.shape[0])
         return self._evaluate(x)
 
     def _evaluate(self, x):
@@ -256,9 +268,14 @@ class ScaledEnergy(Energy):
 
     def __init__(self, energy, scale):
         super().__init__()
-        self.energy, _ = as_energy(energy)
+        self.energy, self._owns = as_energy(energy)
         self.scale = float(scale)
 
     def _evaluate(self, y):
         u, f = self.energy(y * self.scale)
         return u, f * self.scale
+
+    def close(self):
+        """Release a bridge opened from a TargetSystem (no-op otherwise)."""
+        if self._owns:
+            self.energy.close()

@@ -64,9 +64,6 @@ def _place(a, b, c, r, theta, tau):
     return (c - rt * torch.cos(theta)[..., None] * bc
             + rt * (torch.sin(theta) * torch.cos(tau))[..., None] * m
             + rt * (torch.sin(theta) * torch.sin(tau))[..., None] * n)
-#: Z-matrix rows whose dihedral is φ (row 0) and ψ (row 1), and the three methyl rotors.
-ZMATRIX_BACKBONE_ROWS = (0, 1)
-ZMATRIX_ROTOR_ROWS = (5, 10, 16)
 
 
 class InternalCoordinates:

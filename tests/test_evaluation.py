@@ -28,7 +28,7 @@ def ala2():
 
 def ala2_frames(n):
     """The first n configurations of the shipped PT reference (nm), as a float64 tensor."""
-    return torch.as_tensor(evaluation.ala2_reference()["positions"][:n]).double()
+    return torch.as_tensor(evaluation.dihedral_reference(systems.get("alanine_dipeptide_implicit"))["positions"][:n]).double()
 
 
 # ---------------------------------------------------------------------- registry

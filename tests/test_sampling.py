@@ -175,3 +175,20 @@ def test_exactly_the_frames_asked_for_when_chains_do_not_divide_them(dw4, tmp_pa
     assert result.n_frames == 10 == len(log)  # 3 reports; the last one writes chains 0 and 1
     np.testing.assert_array_equal(log["chain"], [0, 1, 2, 3, 0, 1, 2, 3, 0, 1])
     assert mdtraj.load(out, top=str(tmp_path / "f.pdb")).n_frames == 10
+
+
+def test_frames_come_after_burn_in_and_the_rest_of_the_budget_still_runs(dw4, tmp_path):
+    result = run_sampler(dw4, method="mala", force_evals=1001, out=str(tmp_path / "b.dcd"),
+                         n_frames=3, seed=0, progress=False)
+    log = np.genfromtxt(tmp_path / "b.csv", delimiter=",", names=True)
+    # 1000 steps: 100 of burn-in (step-size adaptation), then reports every 300 steps
+    np.testing.assert_array_equal(log["step"], [400, 700, 1000])
+    assert result.n_steps == 1000 and result.force_evaluations == 1001
+    explicit = run_sampler(dw4, method="langevin", force_evals=1000, out=str(tmp_path / "l.dcd"),
+                           n_frames=3, seed=0, progress=False, burn_in=100)
+    log = np.genfromtxt(tmp_path / "l.csv", delimiter=",", names=True)
+    np.testing.assert_array_equal(log["step"], [400, 700, 1000])  # the steps logged are run
+    assert explicit.force_evaluations == 1000
+    with pytest.raises(ValueError, match="burn_in"):
+        run_sampler(dw4, method="mala", force_evals=100, out=str(tmp_path / "c.dcd"),
+                    progress=False, burn_in=500)

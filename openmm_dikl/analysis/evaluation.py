@@ -29,15 +29,14 @@ protocol and the metric definitions are described in ``docs/methods.md``.
 import os
 
 import numpy as np
-import torch
 
-from ..io import quiet_stderr, read_samples
+from ..io import read_samples
 from ..systems import shipped_path
-from ..systems.alanine import REFERENCE_FILE
 from ..units import as_kelvin, kt_kjmol
 from . import plots
 from ._checks import samples as _samples
-from .protocol import PROTOCOL_N_EVAL, evaluate_samples, noise_floor, protocol_n_eval
+from .protocol import (PROTOCOL_N_EVAL, evaluate_samples, noise_floor, protocol_n_eval,
+                       reduced_energies)
 from .registry import PROTOCOLS, Evaluation, Metric, get_protocol, register_protocol
 from .sample_metrics import (basin_weights, energy_tvd, mode_coverage, mode_weight_error,
                              pairwise_distances)
@@ -45,7 +44,7 @@ from .torsion_metrics import DEFAULT_ANGLE_BINS, dihedral_kl, ramachandran_kl, t
 
 __all__ = ["Metric", "Evaluation", "PROTOCOLS", "register_protocol", "get_protocol",
            "evaluate", "evaluation_metrics", "evaluate_array", "evaluate_file",
-           "dihedral_reference", "ala2_reference", "ala2_metrics", "backbone_angles"]
+           "dihedral_reference", "ala2_metrics", "backbone_angles"]
 
 def _checked_samples(target, x):
     """Samples as float64 numpy (n, n_particles, spatial_dim) nm; at least 2, finite."""
@@ -188,19 +187,11 @@ def evaluate_file(target, path, top=None, prefix=None, n_repeats=5, seed=0, titl
         folder = os.path.dirname(os.path.abspath(prefix))
         if not os.path.isdir(folder):
             raise ValueError(f"plot folder {folder} does not exist")
-    with quiet_stderr():  # mdtraj's DCD plugin prints a line per file read
-        x = read_samples(target, path, top)
+    x = read_samples(target, path, top)  # quiet: mdtraj's DCD plugin is silenced there
     return evaluate_array(target, x, prefix, n_repeats=n_repeats, seed=seed, title=title)
 
 
 # ---------------------------------------------------------------------- helpers
-def _reduced_energies(target, x, batch=1000):
-    """Reduced energies (n,) in kT of configurations x (n, N, d) nm, without autograd."""
-    with torch.no_grad():
-        return np.concatenate([target.reduced_energy(torch.as_tensor(x[i:i + batch]), check_length_scale=False)
-                               .detach().cpu().numpy() for i in range(0, len(x), batch)])
-
-
 def _energy_panel(u, u_ref=None):
     """Histogram panel of reduced energies (kT) of the samples and optionally a reference."""
     series = {"samples": u} if u_ref is None else {"samples": u, "reference": u_ref}
@@ -225,7 +216,7 @@ def _reference_set(target, x, n_repeats=5, seed=0, floors=True):
              f", 200 bins spanning the reference; noise floor: two disjoint reference subsets"]
 
     def figures(title):
-        panels = [_energy_panel(_reduced_energies(target, x), _reduced_energies(target, ref))]
+        panels = [_energy_panel(reduced_energies(target, x), reduced_energies(target, ref))]
         if target.n_particles > 1:
             panels.append(("interatomic distance (nm)", {"samples": pairwise_distances(x),
                                                          "reference": pairwise_distances(ref)}))
@@ -239,7 +230,7 @@ def _modes(target, x, n_repeats=5, seed=0, floors=True):
     """Mode coverage and weight error (mixture means in ``evaluation_data``), log-density."""
     means = np.asarray(target.evaluation_data["mode_means"], dtype=np.float64)
     exact = target.reference_samples(len(x), seed=seed + 1).numpy()
-    u, u_exact = _reduced_energies(target, x), _reduced_energies(target, exact)
+    u, u_exact = reduced_energies(target, x), reduced_energies(target, exact)
     finite = u[np.isfinite(u)]
     metrics = [
         Metric("mode_coverage", "mode coverage (fraction)", mode_coverage(x, means),
@@ -277,7 +268,7 @@ def _basins(target, x, n_repeats=5, seed=0, floors=True):
              f"coordinates; noise floor: {len(x):,} exact samples"]
 
     def figures(title):
-        panels = [_energy_panel(_reduced_energies(target, x), _reduced_energies(target, exact)),
+        panels = [_energy_panel(reduced_energies(target, x), reduced_energies(target, exact)),
                   ("x_k (nm), all particles", {"samples": x[:, :, 0], "exact": exact[:, :, 0]})]
         return [("_histograms.png", plots.histogram_figure(panels, title=title))]
 
@@ -287,7 +278,7 @@ def _basins(target, x, n_repeats=5, seed=0, floors=True):
 @register_protocol("energies")
 def _energies_only(target, x, n_repeats=5, seed=0, floors=True):
     """The mean reduced energy (no reference exists)."""
-    u = _reduced_energies(target, x)
+    u = reduced_energies(target, x)
     finite = u[np.isfinite(u)]
     metrics = [Metric("mean_reduced_energy", "mean reduced energy (kT)",
                       float(finite.mean()) if finite.size else np.inf)]
@@ -322,20 +313,6 @@ def dihedral_reference(target):
     except FileNotFoundError:
         raise FileNotFoundError(f"the reference {name} of {target.name} is not shipped; for "
                                 f"alanine dipeptide run benchmarks/ala2_reference.py") from None
-    with np.load(path) as data:
-        return {key: data[key] for key in data.files}
-
-
-def ala2_reference():
-    """The shipped alanine dipeptide parallel-tempering reference (implicit solvent, 300 K).
-
-    Returns
-    -------
-    dict of str -> numpy.ndarray
-        ``phi``, ``psi`` (radians), ``energy_kjmol`` (kJ/mol), ``positions`` (nm, thinned)
-        and the run's record; see ``docs/systems.md``.
-    """
-    path = shipped_path(REFERENCE_FILE)
     with np.load(path) as data:
         return {key: data[key] for key in data.files}
 
@@ -400,7 +377,7 @@ def _backbone_dihedrals(target, x, n_repeats=5, seed=0, floors=True):
                           float(np.mean(angles[:, 0] > 0)),
                           reference=float(np.mean(ref_angles[:, 0] > 0))))
     kt = kt_kjmol(target.temperature)
-    u = _reduced_energies(target, x)
+    u = reduced_energies(target, x)
     energy = u[np.isfinite(u)] * kt
     ref_energy = np.asarray(ref["energy_kjmol"], dtype=np.float64)
     metrics.append(Metric("mean_energy_kjmol", "mean energy (kJ/mol)",

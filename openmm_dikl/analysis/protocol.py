@@ -20,7 +20,8 @@ from .sample_metrics import (DEFAULT_TVD_BINS, distance_tvd, energy_tvd,
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate_samples", "noise_floor", "protocol_n_eval", "PROTOCOL_N_EVAL"]
+__all__ = ["evaluate_samples", "noise_floor", "protocol_n_eval", "PROTOCOL_N_EVAL",
+           "reduced_energies"]
 
 #: Samples per side in one comparison of the protocol (model vs reference, reference halves).
 PROTOCOL_N_EVAL = 2000
@@ -68,8 +69,11 @@ def protocol_n_eval(n_samples, n_reference, n_eval=PROTOCOL_N_EVAL, name="sample
     return size
 
 
-def _energies(target, x, batch=1000):
-    """Reduced energies (n,) of configurations x (n, N, d) nm, in batches, no autograd."""
+def reduced_energies(target, x, batch=1000):
+    """Reduced energies (n,) in kT of configurations x (n, N, d) nm, in batches, no autograd.
+
+    No unit check: the samples were checked when read (generated ones may be broken and
+    must still be scored)."""
     with torch.no_grad():
         return np.concatenate([
             target.reduced_energy(torch.as_tensor(x[i:i + batch]),
@@ -161,7 +165,7 @@ def evaluate_samples(target, samples, n_eval=PROTOCOL_N_EVAL, n_repeats=5, seed=
                          "(protocol_n_eval scales n_eval down)")
     centre = target.translation_invariant if centre is None else centre
     rng = np.random.default_rng(seed)
-    u_model_all, u_ref_all = _energies(target, model), _energies(target, ref)
+    u_model_all, u_ref_all = reduced_energies(target, model), reduced_energies(target, ref)
     rows = []
     for _ in range(n_repeats):
         i = rng.choice(len(model), n_eval, replace=False)
@@ -219,7 +223,7 @@ def noise_floor(target, n_eval=PROTOCOL_N_EVAL, n_repeats=5, seed=0, reference=N
     ref = _reference(target, reference, 2 * n_eval, "2 * n_eval = ")
     centre = target.translation_invariant if centre is None else centre
     rng = np.random.default_rng(seed)
-    u_all = _energies(target, ref)
+    u_all = reduced_energies(target, ref)
     rows = []
     for _ in range(n_repeats):
         order = rng.permutation(len(ref))

@@ -27,6 +27,7 @@ import torch
 
 from ..analysis.metrics import energy_tvd
 from ..samplers.refine import refine_samples
+from ..systems import TargetSystem
 from .config import SELECTION_RULES
 
 __all__ = ["selection_score", "update_selection", "check_selection"]
@@ -94,7 +95,7 @@ def check_selection(trainer):
         sampler defaults and forces).
     """
     rule = trainer.config.run.select_checkpoint
-    if rule == "mala_energy_tvd" and not hasattr(trainer.target, "sampler_options"):
+    if rule == "mala_energy_tvd" and not isinstance(trainer.target, TargetSystem):
         raise ValueError(f"DiKLConfig run.select_checkpoint={rule!r} needs a TargetSystem "
                          f"target (MALA on its forces), got {type(trainer.target).__name__}")
 

@@ -54,7 +54,8 @@ class ChainResult:
     final_reduced_energies : torch.Tensor, shape=(n_chains,), optional
         u(x) of the last states (kT).
     initial_reduced_energies : torch.Tensor, shape=(n_chains,), optional
-        u(x) of the starting states (kT; inf where a start has non-finite energy).
+        u(x) of the starting states (kT; +inf where a start overlaps: such a chain takes
+        the first proposal of finite energy).
     samples : torch.Tensor, shape=(n_chains, n_kept, ...), optional
         Kept states (nm), None with ``keep_samples=False``.
     reduced_energies : torch.Tensor, shape=(n_chains, n_kept), optional
@@ -213,23 +214,22 @@ class Sampler:
                              f"n_steps={n_steps}, burn_in={burn_in}, thin={thin}")
         n_chains, spent = x0.shape[0], self._force_evaluations
         total = n_chains * (1 + n_steps * self.force_evaluations_per_step)
-        bar = tqdm(total=math.ceil(total), disable=not progress, unit="evals",
-                   desc=type(self).__name__)
-        state = self._start(x0)
-        bar.update(self._force_evaluations - spent)
-        initial_u = self._reduced_energies(state).clone()
         kept, kept_u = [], []
-        for step in range(n_steps):
-            before = self._force_evaluations
-            state = self._step(step, state, burn_in)
-            bar.update(self._force_evaluations - before)
-            if keep_samples and step >= burn_in and (step - burn_in) % thin == 0:
-                kept.append(self._positions(state).clone())
-                kept_u.append(self._reduced_energies(state).clone())
-            if callback is not None:
-                callback(step, self._positions(state), self._reduced_energies(state),
-                         self.statistics)
-        bar.close()
+        with tqdm(total=math.ceil(total), disable=not progress, unit="evals",
+                  desc=type(self).__name__) as bar:
+            state = self._start(x0)
+            bar.update(self._force_evaluations - spent)
+            initial_u = self._reduced_energies(state).clone()
+            for step in range(n_steps):
+                before = self._force_evaluations
+                state = self._step(step, state, burn_in)
+                bar.update(self._force_evaluations - before)
+                if keep_samples and step >= burn_in and (step - burn_in) % thin == 0:
+                    kept.append(self._positions(state).clone())
+                    kept_u.append(self._reduced_energies(state).clone())
+                if callback is not None:
+                    callback(step, self._positions(state), self._reduced_energies(state),
+                             self.statistics)
         return ChainResult(
             n_steps=n_steps, force_evaluations=self._force_evaluations - spent,
             acceptance=self._acceptance(), final_positions=self._positions(state).clone(),

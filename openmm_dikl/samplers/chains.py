@@ -24,7 +24,6 @@ from .. import systems
 from ..seeding import derived_seed
 from .base import ChainResult, SamplingError
 from .output import merge_chains
-from .runner import run_sampler
 
 __all__ = ["chain_seed", "run_chains_in_workers"]
 
@@ -52,12 +51,12 @@ def _target_spec(target):
                          f"({err}); run it with workers=None") from err
 
 
-def _chain_worker(spec, method, force_evals, out, seed, n_frames, platform, positions, threads,
-                  options):
-    """Run one chain in a worker process; returns its ChainResult."""
+def _chain_worker(run, spec, method, force_evals, out, seed, n_frames, platform, positions,
+                  threads, options):
+    """Run one chain in a worker process with ``run`` (``run_sampler``); its ChainResult."""
     torch.set_num_threads(threads)
     target = systems.get(spec[1]) if spec[0] == "bundled" else pickle.loads(spec[1])
-    return run_sampler(target, method=method, force_evals=force_evals, out=out, seed=seed,
+    return run(target, method=method, force_evals=force_evals, out=out, seed=seed,
                        n_frames=n_frames, platform=platform, positions=positions,
                        progress=False, **options)
 
@@ -71,14 +70,14 @@ def _chain_starts(positions, n_chains):
     return [positions] * n_chains
 
 
-def _run_all(target, method, force_evals, chain_outs, seed, n_frames, platform, starts,
+def _run_all(run, target, method, force_evals, chain_outs, seed, n_frames, platform, starts,
              progress, workers, options):
     spec = _target_spec(target)
     threads = max(1, (os.cpu_count() or 1) // workers)
     n_chains = len(chain_outs)
     context = multiprocessing.get_context("spawn")  # never fork a process holding a Context
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = [pool.submit(_chain_worker, spec, method, force_evals // n_chains,
+        futures = [pool.submit(_chain_worker, run, spec, method, force_evals // n_chains,
                                chain_outs[k], chain_seed(seed, k), n_frames, platform,
                                starts[k], threads, dict(options))
                    for k in range(n_chains)]
@@ -95,9 +94,12 @@ def _run_all(target, method, force_evals, chain_outs, seed, n_frames, platform, 
         return [future.result() for future in futures]
 
 
-def run_chains_in_workers(target, method, force_evals, out, seed, n_frames, platform,
+def run_chains_in_workers(run, target, method, force_evals, out, seed, n_frames, platform,
                           positions, progress, workers, options):
     """The ``workers`` path of :func:`~openmm_dikl.samplers.run_sampler` (see the module doc).
+
+    ``run`` is ``run_sampler`` itself (passed in, so that this module does not import
+    the runner); every chain writes ``n_frames // chains`` frames.
 
     Returns
     -------
@@ -122,7 +124,7 @@ def run_chains_in_workers(target, method, force_evals, out, seed, n_frames, plat
     folder = tempfile.mkdtemp(prefix=".chains-", dir=os.path.dirname(os.path.abspath(out)))
     chain_outs = [os.path.join(folder, f"chain{k}.dcd") for k in range(n_chains)]
     try:
-        results = _run_all(target, method, force_evals, chain_outs, seed,
+        results = _run_all(run, target, method, force_evals, chain_outs, seed,
                            max(1, n_frames // n_chains), platform, starts, progress, workers,
                            options)
         paths = merge_chains(target, chain_outs, out)

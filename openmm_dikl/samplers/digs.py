@@ -56,7 +56,6 @@ import numpy as np
 import torch
 
 from ..energy import TransformedEnergy
-from ..systems import TargetSystem
 from .base import Sampler, check_chain_starts
 from .kernels import GaussianKernel, TorsionalKernel
 from .steps import adapt_step_size, batch_sum, hmc_step, mala_step, metropolis_accept, select
@@ -155,7 +154,7 @@ class DiGSSampler(Sampler):
         if int(n_leapfrog) < 1:
             raise ValueError(f"n_leapfrog must be >= 1, got {n_leapfrog}")
         super().__init__(energy, generator=generator, seed=seed, n_workers=n_workers)
-        self.target = energy if isinstance(energy, TargetSystem) else None
+        self.target = self.energy.target  # shapes are checked against it, if known
         self.kernel, self.transform = kernel, transform
         self.n_denoise_steps = [int(k) for k in np.broadcast_to(steps, (kernel.n_levels,))]
         self.n_leapfrog = int(n_leapfrog)
@@ -216,9 +215,10 @@ class DiGSSampler(Sampler):
                         ("init_accepted", "sweeps", "denoise_prob", "evaluations")}
         y = x0 if self.transform is None else self.transform.forward(x0)[0].detach()
         u, f = self._energy(y)
-        if not torch.isfinite(u).all():
-            raise ValueError("x0 has non-finite energy in chain "
-                             f"{int(torch.nonzero(~torch.isfinite(u))[0])}")
+        bad = torch.isnan(u) | (u == -math.inf)  # +inf (an overlap) leaves at the first
+        if bad.any():                              # finite proposal; NaN and -inf cannot
+            raise ValueError(f"x0 has energy {float(u[bad][0])} in chain "
+                             f"{int(torch.nonzero(bad)[0])}")
         return y, u, f
 
     def _initialise(self, y, u, f, y_tilde, level):

@@ -120,9 +120,9 @@ class DiffusiveGibbsIntegrator(ThermostatedIntegrator):
     largest noise (smallest α) first, so pass the schedule in that order if you want
     to reproduce it.
 
-    The sampler is mass independent: DiGS is not dynamics.  Velocities are neither
-    used nor changed, and the Context's time does not advance (the step size of the
-    underlying ``CustomIntegrator`` is 0).  Particles with zero mass are never moved.
+    The sampler is mass independent: DiGS is not dynamics.  Velocities do not enter the
+    positions' chain (see *Reporters* below for what they and the Context's time show).
+    Particles with zero mass are never moved.
 
     Parameters
     ----------

@@ -32,8 +32,8 @@ class _AdaptiveMCMC(Sampler):
     """MALA / HMC: one proposal per step and chain, per-chain step sizes adapted in burn-in."""
 
     def __init__(self, energy, step_size, generator=None, adapt=True, target_acceptance=0.574,
-                 adapt_rate=0.05, seed=0):
-        super().__init__(energy, generator=generator, seed=seed)
+                 adapt_rate=0.05, seed=0, n_workers=1):
+        super().__init__(energy, generator=generator, seed=seed, n_workers=n_workers)
         step = torch.as_tensor(step_size, dtype=torch.float64)
         if not torch.isfinite(step).all() or (step <= 0).any():
             raise ValueError(f"step_size must be finite and > 0, got {step_size!r}")
@@ -106,6 +106,8 @@ class MALA(_AdaptiveMCMC):
         Robbins–Monro rate of :func:`~openmm_dikl.samplers.steps.adapt_step_size`.
     seed : int
         Seed when ``generator`` is None.
+    n_workers : int
+        Bridge workers when ``energy`` is a target without torch twin.
 
     Notes
     -----
@@ -133,16 +135,16 @@ class HMC(_AdaptiveMCMC):
         Initial leapfrog step ε (units of x).
     n_leapfrog : int
         Leapfrog steps per trajectory (force evaluations per step and chain).
-    generator, adapt, adapt_rate, seed
+    generator, adapt, adapt_rate, seed, n_workers
         As :class:`MALA`.
     target_acceptance : float
         Default 0.65.
     """
 
     def __init__(self, energy, step_size, n_leapfrog=10, generator=None, adapt=True,
-                 target_acceptance=0.65, adapt_rate=0.05, seed=0):
+                 target_acceptance=0.65, adapt_rate=0.05, seed=0, n_workers=1):
         super().__init__(energy, step_size, generator, adapt, target_acceptance, adapt_rate,
-                         seed)
+                         seed, n_workers)
         if int(n_leapfrog) < 1:
             raise ValueError(f"n_leapfrog must be >= 1, got {n_leapfrog}")
         self.n_leapfrog = int(n_leapfrog)

@@ -66,7 +66,7 @@ class TrajectoryWriter:
 
     def __init__(self, target, out, interval, method):
         self.paths = output_paths(out)
-        self.target, self.method, self.frames = target, method, 0
+        self.target, self.method, self._frames = target, method, 0
         self.kt = target.kT.value_in_unit(unit.kilojoule_per_mole)
         self._columns = None
         self._dcd_handle = open(out, "wb")
@@ -75,17 +75,28 @@ class TrajectoryWriter:
         self._log_handle = open(self.paths["log"], "w", newline="")
         self._log = csv.writer(self._log_handle)
 
+    @property
+    def frames(self):
+        """Frames written so far (int)."""
+        return self._frames
+
     def write_topology(self, positions):
         """Write the PDB (topology + ``positions``, an OpenMM Quantity)."""
         with open(self.paths["topology"], "w") as handle:
             app.PDBFile.writeFile(self.target.topology, positions, handle)
 
+    def check_finite(self, step, reduced_energies):
+        """SamplingError naming ``step`` if any reduced energy (kT) is NaN or infinite."""
+        values = np.atleast_1d(np.asarray(reduced_energies, dtype=np.float64))
+        bad = values[~np.isfinite(values)]
+        if bad.size:
+            raise SamplingError(
+                f"{self.method} on {self.target.name}: energy became {bad[0]} at step "
+                f"{step}; the {self.frames} frames before it are in {self.paths['trajectory']}")
+
     def write(self, step, evaluations, positions_nm, reduced_energy, stats, chain=0):
         """One frame (positions (n, d) nm) and its CSV row; SamplingError on a blow-up."""
-        if not np.isfinite(reduced_energy):
-            raise SamplingError(
-                f"{self.method} on {self.target.name}: energy became {reduced_energy} at step "
-                f"{step}; the {self.frames} frames before it are in {self.paths['trajectory']}")
+        self.check_finite(step, reduced_energy)
         values = list(_statistic_columns(stats))
         if self._columns is None:
             self._columns = [name for name, _ in values]
@@ -95,7 +106,7 @@ class TrajectoryWriter:
             xyz = np.concatenate([xyz, np.zeros(xyz.shape[:-1] + (1,))], axis=-1)
         self._dcd.writeModel(xyz * unit.nanometer)
         self._dcd_handle.flush()
-        self.frames += 1
+        self._frames += 1
         self._log.writerow([step, chain, self.method, int(evaluations),
                             f"{reduced_energy * self.kt:.6f}",
                             f"{reduced_energy:.6f}"] + [f"{v:.6g}" for _, v in values])

@@ -34,6 +34,7 @@ from ..bridge import platform_name
 from ..energy import EnergyAndForce
 from ..units import check_samplable
 from .base import ChainResult
+from .chains import run_chains_in_workers
 from .digs import DiGSSampler
 from .integrators import DiffusiveGibbsIntegrator
 from .kernels import BlockGaussianKernel, TorsionalKernel
@@ -82,8 +83,12 @@ def _digs_cartesian(target, **options):
     options.setdefault("alphas", [0.9])
     options.setdefault("planar", target.spatial_dim == 2)  # 2-D targets: z never moves
     integrator = DiffusiveGibbsIntegrator(target.temperature, **options)
-    return (integrator, integrator.force_evaluations_per_step,
-            lambda: integrator.acceptance_rates)
+
+    def statistics():  # the names of the torch DiGS sampler's statistics
+        rates = integrator.acceptance_rates
+        return {"init_acceptance": rates["initialisation"],
+                "denoise_acceptance": rates["denoising"]}
+    return integrator, integrator.force_evaluations_per_step, statistics
 
 
 #: name -> factory(target, **options) -> (integrator, evals_per_step, statistics callable).
@@ -208,8 +213,10 @@ def run_sampler(target, method="langevin", force_evals=100000, out="samples.dcd"
         :func:`openmm_dikl.samplers.chains.run_chains_in_workers`).  None: torch
         methods run the chains as one batch in this process.
     **options
-        Passed to the method's integrator or sampler factory (and ``chains``); they
-        override the system's defaults.
+        Passed to the method's integrator or sampler factory; they override the system's
+        defaults.  Run options: ``chains`` (torch methods: chains in one batch) and
+        ``burn_in`` (steps before the first frame; torch methods adapt their step sizes
+        then; default 10 % of the steps, at most 1,000, for torch methods and 0 otherwise).
 
     Returns
     -------
@@ -235,10 +242,12 @@ def run_sampler(target, method="langevin", force_evals=100000, out="samples.dcd"
     if platform is not None:
         platform = platform_name(platform)
     if workers is not None:
-        from .chains import run_chains_in_workers  # the worker module imports this one
-        return run_chains_in_workers(target, method, int(force_evals), out, int(seed),
-                                     int(n_frames), platform, positions, progress, workers,
-                                     method_options(target, method, options))
+        return run_chains_in_workers(run_sampler, target, method, int(force_evals), out,
+                                     int(seed), int(n_frames), platform, positions, progress,
+                                     workers, method_options(target, method, options))
+    if method not in TORCH_METHODS and int(options.pop("chains", 1)) != 1:
+        raise ValueError(f"chains > 1 in one process need a torch method "
+                         f"({', '.join(TORCH_METHODS)}); give {method!r} workers=N too")
     start = target.positions if positions is None else _start_positions(target, positions)
     if isinstance(start, np.ndarray) and method not in TORCH_METHODS:
         raise ValueError(f"one starting configuration per chain needs a torch method "
@@ -258,8 +267,12 @@ def _start_positions(target, positions):
     return target.as_start_positions(positions)
 
 
-def frame_schedule(force_evals, per_step, n_frames, n_chains, what):
-    """Steps that fit the budget, steps between reports and the number of reports.
+def frame_schedule(force_evals, per_step, n_frames, n_chains, what, burn_in=0):
+    """Steps that fit the budget, burn-in, steps between reports and the number of reports.
+
+    Reports are evenly spaced over the steps after burn-in: report i (0-based) comes after
+    step ``burn_in + (i + 1) * interval``; the remaining steps of the budget run after
+    the last report.
 
     Parameters
     ----------
@@ -272,29 +285,38 @@ def frame_schedule(force_evals, per_step, n_frames, n_chains, what):
     n_chains : int
     what : str
         Name of one step, for messages.
+    burn_in : int or None
+        Steps before the first report (not written); None: 10 % of the steps, at most
+        1,000 (the torch samplers adapt their step sizes then).
 
     Returns
     -------
-    n_steps, interval, n_reports : int
+    n_steps, burn_in, interval, n_reports : int
     """
     n_steps = int(force_evals // per_step)
     if n_steps < 1:
         raise ValueError(f"a budget of {force_evals:g} force evaluations is less than one "
                          f"{what} ({per_step:g} evaluations)")
+    burn_in = min(1000, n_steps // 10) if burn_in is None else int(burn_in)
+    if not 0 <= burn_in < n_steps:
+        raise ValueError(f"burn_in must be in [0, {n_steps}) steps for this budget, got "
+                         f"{burn_in}")
     n_reports = -(-n_frames // n_chains)  # the last report may write fewer chains
-    if n_reports > n_steps:
-        n_reports = n_steps
+    if n_reports > n_steps - burn_in:
+        n_reports = n_steps - burn_in
         logger.warning("writing %d frames, not the %d asked for: the budget allows only %d "
-                       "%s(s), and a report writes one frame per chain (%d chain(s))",
-                       n_reports * n_chains, n_frames, n_steps, what, n_chains)
-    return n_steps, n_steps // n_reports, n_reports
+                       "%s(s) after %d of burn-in, and a report writes one frame per chain "
+                       "(%d chain(s))", n_reports * n_chains, n_frames, n_reports, what,
+                       burn_in, n_chains)
+    return n_steps, burn_in, (n_steps - burn_in) // n_reports, n_reports
 
 
 def _run_integrator(target, method, force_evals, out, seed, n_frames, platform, start,
                     progress, options):
+    burn_in = options.pop("burn_in", 0)
     integrator, per_step, statistics = make_integrator(method, target, **options)
-    n_steps, interval, n_reports = frame_schedule(force_evals, per_step, n_frames, 1,
-                                                  f"step of {method}")
+    n_steps, burn_in, interval, n_reports = frame_schedule(
+        force_evals, per_step, n_frames, 1, f"step of {method}", burn_in=burn_in)
     integrator.setRandomNumberSeed(seed + 1)
     context = openmm.Context(target.system, integrator, openmm.Platform.getPlatformByName(platform))
     context.setPositions(start)
@@ -304,15 +326,22 @@ def _run_integrator(target, method, force_evals, out, seed, n_frames, platform, 
         writer.write_topology(context.getState(getPositions=True).getPositions())
         with tqdm(total=n_steps * per_step, desc=f"{method} on {target.name}", unit="evals",
                   disable=not progress) as bar:
+            if burn_in:
+                integrator.step(burn_in)
+                bar.update(burn_in * per_step)
             for report in range(n_reports):
-                block = interval if report < n_reports - 1 else n_steps - interval * report
-                integrator.step(block)
-                bar.update(block * per_step)
+                integrator.step(interval)
+                bar.update(interval * per_step)
                 state = context.getState(getPositions=True, getEnergy=True)
                 energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-                writer.write(interval * (report + 1), interval * (report + 1) * per_step,
+                step = burn_in + interval * (report + 1)
+                writer.write(step, step * per_step,
                              state.getPositions(asNumpy=True).value_in_unit(unit.nanometer),
                              energy / writer.kt, statistics())
+            rest = n_steps - burn_in - interval * n_reports  # after the last frame
+            if rest:
+                integrator.step(rest)
+                bar.update(rest * per_step)
     finally:
         writer.close()
     return ChainResult(n_steps=n_steps, force_evaluations=n_steps * per_step,
@@ -323,12 +352,13 @@ def _run_tempering(target, method, force_evals, out, seed, n_frames, platform, s
                    options):
     """Parallel tempering; frames and energies are those of the lowest temperature."""
     t0 = target.temperature.value_in_unit(unit.kelvin)
+    burn_in = options.pop("burn_in", 0)
     ladder = geometric_temperatures(t0, options.pop("t_max", 3 * t0), options.pop("n_replicas"))
     sampler = ParallelTempering(target.system, start, ladder, platform=platform, seed=seed,
                                 **options)
     per_step = sampler.force_evaluations_per_iteration
-    n_steps, interval, n_reports = frame_schedule(force_evals, per_step, n_frames, 1,
-                                                  "iteration of pt")
+    n_steps, burn_in, interval, n_reports = frame_schedule(
+        force_evals, per_step, n_frames, 1, "iteration of pt", burn_in=burn_in)
     writer = TrajectoryWriter(target, out, interval, method)
     try:
         writer.write_topology(start)
@@ -337,7 +367,8 @@ def _run_tempering(target, method, force_evals, out, seed, n_frames, platform, s
             for step in range(1, n_steps + 1):
                 x, energy = sampler.step()
                 bar.update(per_step)
-                if step % interval == 0 and step // interval <= n_reports:
+                after = step - burn_in
+                if after > 0 and after % interval == 0 and after // interval <= n_reports:
                     writer.write(step, step * per_step, x, energy / writer.kt,
                                  {"exchange_acceptance": sampler.acceptance_rates})
     finally:
@@ -370,24 +401,27 @@ def _run_torch(target, method, force_evals, out, seed, n_frames, platform, start
     if n_chains < 1:
         raise ValueError(f"chains must be >= 1, got {n_chains}")
     x0 = _chain_starts(target, start, n_chains)
+    burn_in = options.pop("burn_in", None)
     with EnergyAndForce(target, platform=platform) as energy:
         sampler = TORCH_METHODS[method](target, energy, seed, **options)
         per_step = sampler.force_evaluations_per_step * n_chains
-        n_steps, interval, n_reports = frame_schedule(
+        n_steps, burn_in, interval, n_reports = frame_schedule(
             force_evals - n_chains, per_step, n_frames, n_chains,
-            f"step of {method} (all chains)")
+            f"step of {method} (all chains)", burn_in=burn_in)
         writer = TrajectoryWriter(target, out, interval, method)
         try:
             writer.write_topology(target.to_openmm_positions(x0[0].numpy()))
 
             def report(step, x, u, stats):
                 step += 1
-                if step % interval == 0 and step // interval <= n_reports:
+                writer.check_finite(step, u)  # a blow-up is reported at its step
+                after = step - burn_in  # frames come from the chains after burn-in only
+                if after > 0 and after % interval == 0 and after // interval <= n_reports:
                     evaluations = n_chains + round(step * per_step)
                     for k in range(min(n_chains, n_frames - writer.frames)):
                         writer.write(step, evaluations, x[k].detach().numpy(), float(u[k]),
                                      stats, chain=k)
-            result = sampler.run(x0, n_steps, burn_in=min(1000, n_steps // 10), progress=progress,
+            result = sampler.run(x0, n_steps, burn_in=burn_in, progress=progress,
                                  keep_samples=False, callback=report)
         finally:
             writer.close()

@@ -90,8 +90,8 @@ class TargetSystem:
         system (e.g. ``{"digs": {"alphas": [0.1]}}``); the runner's generic defaults
         apply to what is not given.  See :func:`molecular_sampler_defaults`.
     evaluation : str, optional
-        Name of the evaluation protocol registered in
-        :mod:`openmm_dikl.analysis.evaluation` (``"reference_set"``, ``"modes"``,
+        Name of the evaluation protocol registered (:mod:`openmm_dikl.analysis.registry`)
+        by :mod:`openmm_dikl.analysis.evaluation` (``"reference_set"``, ``"modes"``,
         ``"basins"``, ``"backbone_dihedrals"``); None: energies only.
     evaluation_data : dict, optional
         What that protocol needs and only the system knows, e.g. ``mode_means``
