@@ -13,7 +13,8 @@ that implement it:
   :func:`phi_psi`, :func:`dihedral_kl`, :func:`ramachandran_kl` (optionally weighted);
 * :mod:`~openmm_dikl.analysis.protocol` — :func:`evaluate_samples` (repeated 2,000 vs
   2,000 comparisons against the reference), :func:`noise_floor` (the same between two
-  disjoint reference subsets) and :func:`protocol_n_eval` (smaller sizes, with a warning).
+  disjoint reference subsets), :func:`protocol_n_eval` (smaller sizes, with a warning)
+  and :func:`reduced_energies` (batched, no autograd).
 
 Positions are in nm, energies are reduced (units of kT), angles in radians, KL in nats.
 None of these functions knows which system it scores; what a system gets is decided in
@@ -25,7 +26,8 @@ None of these functions knows which system it scores; what a system gets is deci
 >>> metrics.wasserstein2(x, x), metrics.distance_tvd(x, x)
 (0.0, 0.0)
 """
-from .protocol import PROTOCOL_N_EVAL, evaluate_samples, noise_floor, protocol_n_eval
+from .protocol import (PROTOCOL_N_EVAL, evaluate_samples, noise_floor, protocol_n_eval,
+                       reduced_energies)
 from .sample_metrics import (DEFAULT_TVD_BINS, basin_weight_error, basin_weights,
                              distance_tvd, energy_tvd, histogram_tvd, mode_coverage,
                              mode_weight_error, mode_weights, pairwise_distances,
@@ -37,4 +39,5 @@ __all__ = ["wasserstein2", "energy_tvd", "distance_tvd", "histogram_tvd", "pairw
            "mode_weights", "mode_coverage", "mode_weight_error", "basin_weights",
            "basin_weight_error", "dihedral_kl", "ramachandran_kl", "phi_psi", "torsion_angles",
            "evaluate_samples", "noise_floor", "protocol_n_eval", "random_rotation_permutation",
-           "DEFAULT_TVD_BINS", "DEFAULT_ANGLE_BINS", "KL_PSEUDO_PROBABILITY", "PROTOCOL_N_EVAL"]
+           "DEFAULT_TVD_BINS", "DEFAULT_ANGLE_BINS", "KL_PSEUDO_PROBABILITY", "PROTOCOL_N_EVAL",
+           "reduced_energies"]
