@@ -4,6 +4,7 @@ Writes are atomic (:func:`atomic_write`: a temporary file in the same folder, fs
 then ``os.replace``), so a failure never leaves a truncated output behind.
 """
 import contextlib
+import ctypes
 import os
 import sys
 import tempfile
@@ -14,7 +15,7 @@ import numpy as np
 from .units import check_positions
 
 __all__ = ["write_samples", "read_samples", "TRAJECTORY_FORMATS", "atomic_write",
-           "quiet_stderr"]
+           "quiet_native_output"]
 
 #: Extensions written through mdtraj.
 TRAJECTORY_FORMATS = (".pdb", ".dcd", ".h5")
@@ -64,28 +65,47 @@ def _fsync_folder(folder):
         os.close(fd)
 
 
-@contextlib.contextmanager
-def quiet_stderr():
-    """Silence writes to the process's stderr (file descriptor 2) inside the block.
-
-    mdtraj's DCD reader (a C plugin) prints a line to stderr on every file it opens;
-    Python-level redirection cannot catch it, so the descriptor itself is pointed at
-    ``os.devnull`` for the duration and restored afterwards.
-    """
+def _flush_c_stdio():
+    """Flush the C library's stdio buffers (what native code printed but not yet wrote)."""
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # no real stderr (e.g. captured)
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library handle on this platform
+        pass
+
+
+@contextlib.contextmanager
+def quiet_native_output():
+    """Silence what native code writes to the process's stdout and stderr inside the block.
+
+    mdtraj's DCD reader (a C plugin) prints two lines per file it opens, through C stdio
+    on standard output; Python-level redirection cannot catch them, so file descriptors
+    1 and 2 point at ``os.devnull`` for the duration (C buffers are flushed before they
+    are restored).  Python's own ``sys.stdout`` / ``sys.stderr`` are flushed first.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):  # closed or replaced streams
+            pass
+    streams = []
+    for fd in (1, 2):  # the descriptors native code writes to, whatever sys.stdout is now
+        try:
+            os.fstat(fd)
+            streams.append(fd)
+        except OSError:  # not open in this process
+            pass
+    _flush_c_stdio()
+    saved = [os.dup(fd) for fd in streams]
     try:
         with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), fd)
+            for fd in streams:
+                os.dup2(devnull.fileno(), fd)
             yield
+            _flush_c_stdio()
     finally:
-        os.dup2(saved, fd)
-        os.close(saved)
+        for fd, copy in zip(streams, saved):
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 def write_samples(target, x, path):
@@ -149,7 +169,7 @@ def read_samples(target, path, top=None):
                 raise FileNotFoundError(f"topology {top} for {path} does not exist (use --top)")
             kwargs["top"] = top
         try:
-            with quiet_stderr():
+            with quiet_native_output():
                 traj = mdtraj.load(path, **kwargs)
         except Exception as err:  # mdtraj raises many types for unreadable files
             raise ValueError(f"cannot read trajectory {path}: {err}") from err

@@ -180,3 +180,15 @@ def test_molecules_run_batched_chains_by_default(tmp_path):
     # one numeric column per statistic: DiGS's per-level initialisation acceptance
     assert {"init_acceptance_0", "denoise_acceptance_0"} <= set(log.dtype.names)
     assert np.all((log["init_acceptance_0"] >= 0) & (log["init_acceptance_0"] <= 1))
+
+
+def test_evaluate_reads_trajectories_quietly(tmp_path):
+    """mdtraj's DCD plugin prints through C stdio on stdout; nothing of it reaches the user."""
+    out = tmp_path / "q.dcd"
+    assert main(["sample", "dw4", "--method", "langevin", "--force-evals", "200", "--frames",
+                 "4", "--out", str(out), "--no-progress"]) == 0
+    result = subprocess.run([sys.executable, "-m", "openmm_dikl.cli", "evaluate", str(out),
+                             "--system", "dw4"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "dcdplugin" not in result.stdout + result.stderr
+    assert "W2 (nm)" in result.stdout

@@ -14,7 +14,7 @@ import numpy as np
 from mdtraj.formats import DCDTrajectoryFile
 from openmm import app, unit
 
-from ..io import quiet_stderr
+from ..io import quiet_native_output
 from .base import SamplingError
 
 __all__ = ["TrajectoryWriter", "output_paths", "merge_chains", "check_writable"]
@@ -133,7 +133,7 @@ def merge_chains(target, chain_outs, out):
     n_chains = len(chain_outs)
     frames, rows = [], []
     for path in chain_outs:
-        with quiet_stderr(), DCDTrajectoryFile(path) as handle:
+        with quiet_native_output(), DCDTrajectoryFile(path) as handle:
             frames.append(handle.read()[0])  # (n_frames, n_atoms, 3) float32, Å
         with open(os.path.splitext(path)[0] + ".csv", newline="") as handle:
             reader = csv.reader(handle)
