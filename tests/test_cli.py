@@ -133,7 +133,10 @@ def test_ctrl_c_prints_one_line_and_leaves_consistent_files(tmp_path):
         [sys.executable, "-m", "openmm_dikl.cli", "sample", "dw4", "--method", "langevin",
          "--force-evals", "100000000", "--frames", "100000", "--out", str(out),
          "--no-progress"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+        text=True,
+        # a shell without job control starts background jobs with SIGINT ignored, and a
+        # Python started so never raises KeyboardInterrupt: give the child the default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     log = tmp_path / "long.csv"
     deadline = time.time() + 120
     while time.time() < deadline and (not log.exists() or log.read_text().count("\n") < 5):
