@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .. import systems
-from ..energy import EnergyAndForce, ScaledEnergy
+from ..energy import EnergyAndForce, ScaledEnergy, as_energy
 from ..geometry import remove_mean
 from ..nn import build_model
 from ..seeding import derived_seed
@@ -120,9 +120,12 @@ class DiKLTrainer:
         _check_shapes(target, generator, score_model)
         self.target, self.generator, self.score_model = target, generator, score_model
         self.eval_fn = eval_fn
-        self._owns_forces = energy_and_force is None
-        self.energy_and_force = (EnergyAndForce(target, use_bridge=config.run.use_bridge)
-                                 if energy_and_force is None else energy_and_force)
+        if energy_and_force is None:
+            self.energy_and_force = EnergyAndForce(target, use_bridge=config.run.use_bridge)
+            self._owns_forces = True
+        else:  # an Energy or a plain callable (x -> (u, -grad u)); the caller closes it
+            self.energy_and_force, _ = as_energy(energy_and_force)
+            self._owns_forces = False
         centre = config.schedule.centre
         self.config = config.replace(centre=bool(target.translation_invariant
                                                  if centre is None else centre))
@@ -153,8 +156,8 @@ class DiKLTrainer:
         #: Best ``run.select_checkpoint`` result so far, {"rule", "score", "iteration"}.
         self.selection_best = None
         logger.info("DiKL on %s: centre=%s, force source=%s", target.name, self.centre,
-                    "OpenMM bridge" if getattr(self.energy_and_force, "uses_bridge", False)
-                    else "torch")
+                    "OpenMM bridge" if self._owns_forces and self.energy_and_force.uses_bridge
+                    else "torch" if self._owns_forces else "the caller's energy")
 
     def _init_distributed(self, distributed):
         """Rank, world size and the DDP wrappers of the networks (None when alone)."""
@@ -592,5 +595,5 @@ class DiKLTrainer:
 
     def close(self):
         """Release the force source (closes an OpenMM bridge the trainer opened)."""
-        if self._owns_forces and hasattr(self.energy_and_force, "close"):
+        if self._owns_forces:
             self.energy_and_force.close()
