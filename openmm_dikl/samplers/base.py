@@ -167,10 +167,11 @@ class Sampler:
         return {}
 
     # ------------------------------------------------------------------ engine
-    def _evaluate(self, x):
-        """Energy + force of a batch, counted in :attr:`force_evaluations`."""
+    def _evaluate(self, x, energy=None):
+        """Energy + force of a batch (of ``energy``, default the sampler's), counted in
+        :attr:`force_evaluations`."""
         self._force_evaluations += int(x.shape[0])
-        return self.energy(x)
+        return (self.energy if energy is None else energy)(x)
 
     def _check_x0(self, x0):
         return check_chain_starts(x0)

@@ -177,8 +177,7 @@ class DiGSSampler(Sampler):
     # -------------------------------------------------------------- energies on y
     def _energy(self, y):
         """Reduced energy and force of the sampled variable y (Cartesian or transformed)."""
-        self._force_evaluations += int(y.shape[0])
-        return self._sampled_energy(y)
+        return self._evaluate(y, self._sampled_energy)
 
     def _positions(self, state):
         y = state[0]
