@@ -3,6 +3,7 @@ import io
 
 import mdtraj
 import numpy as np
+import openmm
 import pandas as pd
 import pytest
 from openmm import app, unit
@@ -32,7 +33,9 @@ END
 def glycine_pdb(tmp_path_factory):
     heavy = app.PDBFile(io.StringIO(GLY_HEAVY_ATOMS))
     modeller = app.Modeller(heavy.topology, heavy.positions)
-    modeller.addHydrogens(app.ForceField(*FORCEFIELD))
+    # an explicit platform: its minimisation segfaults on PoCL's OpenCL (the default once present)
+    modeller.addHydrogens(app.ForceField(*FORCEFIELD),
+                          platform=openmm.Platform.getPlatformByName("CPU"))
     path = tmp_path_factory.mktemp("gly") / "glycine_dipeptide.pdb"
     with open(path, "w") as handle:
         app.PDBFile.writeFile(modeller.topology, modeller.positions, handle)
@@ -41,7 +44,6 @@ def glycine_pdb(tmp_path_factory):
 
 def _energies_of_frames(traj, pdb):
     """Potential energies (kJ/mol) of trajectory frames recomputed with OpenMM."""
-    import openmm
     system = app.ForceField(*FORCEFIELD).createSystem(pdb.topology, nonbondedMethod=app.NoCutoff,
                                                       constraints=None)
     context = openmm.Context(system, openmm.VerletIntegrator(1.0),
