@@ -5,6 +5,7 @@ import torch
 from openmm import unit
 
 from openmm_dikl import systems
+from openmm_dikl.samplers import run_sampler
 
 TWINS = ["dw4", "lj13", "lj55", "mw32", "mog40"]
 
@@ -29,7 +30,8 @@ def random_configurations(target, n, seed=0):
 
 def test_names_and_unknown():
     assert set(systems.names()) == {"alanine_dipeptide_vacuum", "alanine_dipeptide_implicit",
-                                    "alanine_dipeptide_ani", "dw4", "lj13", "lj55", "mw32", "mog40"}
+                                    "alanine_dipeptide_ani", "dw4", "lj13", "lj55", "mw32", "mog40",
+                                    "ace_ala3_nme_implicit", "ace_ala3_nme_implicit_unconstrained"}
     with pytest.raises(KeyError, match="unknown system 'nope'.*dw4"):
         systems.get("nope")
 
@@ -176,7 +178,7 @@ def test_ani_openmm_system_matches_torch(built):
     context.getIntegrator().step(2)
 
 
-def test_from_openmm_user_system():
+def test_from_openmm_user_system(tmp_path):
     import openmm
     from openmm import app
     pdb = app.PDBFile(systems.shipped_path("alanine_dipeptide.pdb"))
@@ -189,8 +191,14 @@ def test_from_openmm_user_system():
     e = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
     assert float(target.reduced_energy(x)) == pytest.approx(e / target.kT.value_in_unit(unit.kilojoule_per_mole), rel=1e-9)
     constrained = ff.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds)
+    # constrained Systems are accepted (digs runs the OpenMM torsional move on them) and
+    # refused by the methods that move every Cartesian coordinate
+    target = systems.from_openmm(constrained, pdb.topology, pdb.positions, 300.0)
+    assert target.sampler_defaults["digs"]["engine"] == "openmm"
     with pytest.raises(ValueError, match="constraints"):
-        systems.from_openmm(constrained, pdb.topology, pdb.positions, 300.0)
+        run_sampler(target, method="mala", force_evals=10, out=str(tmp_path / "no.dcd"),
+                    progress=False)
+    assert not list(tmp_path.iterdir())
     with pytest.raises(ValueError, match=r"shape \(batch, 22, 3\)"):
         systems.from_openmm(system, pdb.topology, np.zeros((21, 3)), 300.0)
     with pytest.raises(ValueError, match="temperature"):

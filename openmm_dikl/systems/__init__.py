@@ -1,7 +1,7 @@
 """Target systems: each an ``openmm.System`` plus a torch reduced energy.
 
 >>> from openmm_dikl import systems
->>> sorted(systems.names())[:2]
+>>> sorted(n for n in systems.names() if n.startswith("alanine"))[:2]
 ['alanine_dipeptide_ani', 'alanine_dipeptide_implicit']
 >>> dw4 = systems.get("dw4")
 >>> dw4.n_particles, dw4.spatial_dim
@@ -13,6 +13,7 @@ from .alanine import ANIPotential, alanine_dipeptide
 from .base import TargetSystem, shipped_path
 from .particles import (double_well_4, lennard_jones, many_well_32, many_well_positive_weight,
                         mixture_of_gaussians_40)
+from .peptides import ace_ala3_nme
 from .user import from_openmm
 
 __all__ = ["TargetSystem", "names", "get", "from_openmm", "shipped_path", "ANIPotential",
@@ -22,6 +23,8 @@ _REGISTRY = {
     "alanine_dipeptide_vacuum": partial(alanine_dipeptide, "vacuum"),
     "alanine_dipeptide_implicit": partial(alanine_dipeptide, "implicit"),
     "alanine_dipeptide_ani": partial(alanine_dipeptide, "ani"),
+    "ace_ala3_nme_implicit": partial(ace_ala3_nme, "hbonds"),
+    "ace_ala3_nme_implicit_unconstrained": partial(ace_ala3_nme, None),
     "dw4": double_well_4,
     "lj13": partial(lennard_jones, 13),
     "lj55": partial(lennard_jones, 55),

@@ -359,7 +359,7 @@ def particle_system(n_particles, mass=1.0):
     return system
 
 
-def molecular_sampler_defaults(topology):
+def molecular_sampler_defaults(topology, engine="torch"):
     """Default sampler options for a molecule (positions in nm, kT-scale energies).
 
     Parameters
@@ -368,23 +368,36 @@ def molecular_sampler_defaults(topology):
         The molecule.  Without bonds (particles, ions) there are no molecular defaults
         (an empty dict: the runner's generic ones apply); without backbone φ/ψ torsions
         DiGS keeps the generic Gaussian kernel.
+    engine : {"torch", "openmm"}
+        What ``digs`` runs: the batched torch sampler with the torsional kernel (all φ/ψ
+        in one level: dipeptides, unconstrained), or the OpenMM-native torsional move
+        (any peptide or protein, one torsion per level, constraints allowed).
 
     Returns
     -------
     dict of str -> dict
 
-    * ``digs``: the torsional kernel on the backbone φ/ψ, σ = π (an almost uniform wrapped
-      normal), one MALA denoising step of 1e-6 nm² per sweep (``benchmarks/digs_torch.py``);
+    * ``digs`` (torch): the torsional kernel on the backbone φ/ψ, σ = π (an almost
+      uniform wrapped normal), one MALA denoising step of 1e-6 nm² per sweep, 32 chains
+      as one batch (one bridge call evaluates all of them, ``benchmarks/digs_torch.py``);
+    * ``digs`` (openmm): ``{"engine": "openmm"}``, σ = π, one GHMC step of 1 fs per level
+      (``benchmarks/torsional_move.py``);
     * ``mala`` / ``hmc``: step 1e-6 nm² (HMC ε = sqrt(2·1e-6) nm), stiff bonds need it;
-    * the torch methods run 32 chains as one batch (one bridge call evaluates all of
-      them, which is many times faster per evaluation than one chain);
     * ``pt``: temperature ladder up to 800 K.
     """
+    if engine not in ("torch", "openmm"):
+        raise ValueError(f"engine must be 'torch' or 'openmm', got {engine!r}")
     if topology.getNumBonds() == 0:
         return {}
     torsions = backbone_torsions(topology)
-    digs = ({"kernel": {"name": "torsional", "sigmas": [math.pi]}, "n_denoise_steps": 1}
-            if len(torsions["phi"]) or len(torsions["psi"]) else {})
-    return {"digs": dict(digs, step_size=1e-6, chains=32),
+    has_backbone = bool(len(torsions["phi"]) or len(torsions["psi"]))
+    if engine == "openmm" and has_backbone:
+        digs = {"engine": "openmm", "sigmas": math.pi, "n_denoise_steps": 1}
+    elif has_backbone:
+        digs = {"kernel": {"name": "torsional", "sigmas": [math.pi]}, "n_denoise_steps": 1,
+                "step_size": 1e-6, "chains": 32}
+    else:
+        digs = {"step_size": 1e-6, "chains": 32}
+    return {"digs": digs,
             "mala": {"step_size": 1e-6, "chains": 32}, "hmc": {"step_size": 1e-6, "chains": 32},
             "pt": {"t_max": 800.0}}

@@ -7,6 +7,12 @@ from .base import TargetSystem, molecular_sampler_defaults
 __all__ = ["from_openmm"]
 
 
+def _without_constraints(system):
+    """A copy of ``system`` with its constraints removed (for the other checks)."""
+    copy = openmm.XmlSerializer.clone(system)
+    for index in reversed(range(copy.getNumConstraints())):
+        copy.removeConstraint(index)
+    return copy
 
 
 def from_openmm(system, topology, positions, temperature, name="user", platform="Reference"):
@@ -15,7 +21,10 @@ def from_openmm(system, topology, positions, temperature, name="user", platform=
     Parameters
     ----------
     system : openmm.System
-        Unconstrained, without virtual sites (see :func:`check_samplable`).
+        Without virtual sites or barostat.  Constraints (``HBonds``) are accepted: the
+        methods ``digs`` (the OpenMM-native torsional move) and ``langevin`` sample them;
+        the torch methods and ``pt`` refuse them when a run starts
+        (:func:`~openmm_dikl.units.check_samplable`).
     topology : openmm.app.Topology
         Topology with one atom per particle.
     positions : openmm.unit.Quantity or array-like, shape=(n_atoms, 3)
@@ -41,9 +50,12 @@ def from_openmm(system, topology, positions, temperature, name="user", platform=
     """
     if not isinstance(system, openmm.System):
         raise TypeError(f"system must be an openmm.System, got {type(system).__name__}")
-    check_samplable(system)
+    if system.getNumConstraints():
+        check_samplable(_without_constraints(system))
+    else:
+        check_samplable(system)
     target = TargetSystem(name, system, topology, positions, as_kelvin(temperature),
                           spatial_dim=3, platform=platform,
                           description=f"user system with {system.getNumParticles()} atoms")
-    target.sampler_defaults = molecular_sampler_defaults(target.topology)
+    target.sampler_defaults = molecular_sampler_defaults(target.topology, engine="openmm")
     return target
