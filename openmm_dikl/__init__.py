@@ -25,6 +25,7 @@ _EXPORTS = {
     "Energy": ".energy", "EnergyAndForce": ".energy", "TransformedEnergy": ".energy",
     "Sampler": ".samplers", "ChainResult": ".samplers", "SamplingError": ".samplers",
     "DiffusiveGibbsIntegrator": ".samplers", "DiffusiveGibbsMove": ".samplers",
+    "TorsionalDiffusiveGibbsMove": ".samplers", "TorsionalDiffusiveGibbsSimulation": ".samplers",
     "DiGSSampler": ".samplers", "GaussianKernel": ".samplers",
     "BlockGaussianKernel": ".samplers", "TorsionalKernel": ".samplers", "MALA": ".samplers",
     "HMC": ".samplers", "ParallelTempering": ".samplers", "run_sampler": ".samplers",

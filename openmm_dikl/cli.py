@@ -20,7 +20,7 @@ __all__ = ["build_parser", "main", "entry_point"]
 DEFAULT_SYSTEM = "alanine_dipeptide_implicit"
 #: ``--method`` choices (the same list as :data:`openmm_dikl.samplers.METHODS`; kept here so
 #: that ``--help`` needs no heavy import; a test checks that they agree).
-SAMPLE_METHODS = ("digs", "digs-cartesian", "hmc", "langevin", "mala", "pt")
+SAMPLE_METHODS = ("digs", "digs-cartesian", "digs-torsional", "hmc", "langevin", "mala", "pt")
 TORCH_METHODS = ("digs", "hmc", "mala")
 
 
@@ -63,9 +63,16 @@ def _add_sample_parser(sub):
                              "implicit/obc2.xml)")
     sample.add_argument("--temperature", type=float, default=300.0,
                         help="temperature in K for --pdb systems (default 300)")
+    sample.add_argument("--constraints", default="none", choices=("none", "hbonds"),
+                        help="constraints of the --pdb System: none, or hbonds (bonds to "
+                             "hydrogen fixed; sampled by digs and langevin, refused by the "
+                             "torch methods and pt) (default none)")
     sample.add_argument("--method", default="digs", choices=SAMPLE_METHODS,
-                        help="sampler: digs (torsional DiGS on the backbone phi/psi for peptides, "
-                             "Gaussian-kernel DiGS for particle systems), digs-cartesian (the "
+                        help="sampler: digs (torsional DiGS on the backbone phi/psi for peptides: "
+                             "in OpenMM for --pdb systems and longer peptides, in torch for "
+                             "alanine dipeptide; Gaussian-kernel DiGS for particle systems), "
+                             "digs-torsional (the OpenMM torsional move on any molecule), "
+                             "digs-cartesian (the "
                              "OpenMM DiffusiveGibbsIntegrator), langevin (OpenMM, 1 fs), mala, "
                              "hmc, pt (parallel tempering, 8 replicas; frames of the lowest "
                              "temperature) (default digs)")
@@ -168,7 +175,9 @@ def _load_target(args):
     if args.pdb:
         if args.system:
             raise CLIError("give either a bundled system name or --pdb, not both")
-        return _target_from_pdb(args.pdb, args.forcefield, args.temperature)
+        return _target_from_pdb(args.pdb, args.forcefield, args.temperature, args.constraints)
+    if getattr(args, "constraints", "none") != "none":
+        raise CLIError("--constraints applies to --pdb systems; bundled systems define their own")
     return _bundled_system(args.system or DEFAULT_SYSTEM)
 
 
@@ -180,7 +189,7 @@ def _bundled_system(name):
     return systems.get(name)
 
 
-def _target_from_pdb(path, forcefields, temperature):
+def _target_from_pdb(path, forcefields, temperature, constraints="none"):
     from openmm import app
     from . import systems
     if not forcefields:
@@ -194,10 +203,13 @@ def _target_from_pdb(path, forcefields, temperature):
     except Exception as err:
         raise CLIError(f"cannot load force field {' '.join(forcefields)}: {err}") from err
     try:
-        system = forcefield.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=None)
+        system = forcefield.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff,
+                                         constraints=app.HBonds if constraints == "hbonds" else None)
     except ValueError as err:
         raise CLIError(f"force field does not match {path}: {err}") from err
-    return systems.from_openmm(system, pdb.topology, pdb.positions, temperature, name=path)
+    # CPU: OpenMM force fields with implicit solvent (CustomGBForce) are ~5x slower on Reference
+    return systems.from_openmm(system, pdb.topology, pdb.positions, temperature, name=path,
+                               platform="CPU")
 
 
 def _cmd_systems(args):

@@ -95,7 +95,7 @@ def test_method_choices_are_listed_and_match_the_engine(capsys):
     assert list(SAMPLE_METHODS) == list(METHODS)
     with pytest.raises(SystemExit):
         main(["sample", "--help"])
-    assert "{digs,digs-cartesian,hmc,langevin,mala,pt}" in capsys.readouterr().out
+    assert "{digs,digs-cartesian,digs-torsional,hmc,langevin,mala,pt}" in capsys.readouterr().out
     with pytest.raises(SystemExit) as info:
         main(["sample", "dw4", "--method", "nope"])
     assert info.value.code == 2

@@ -9,7 +9,12 @@ methods (:data:`METHODS`):
   isotropic Gaussian kernel);
 * torch samplers (:class:`~openmm_dikl.samplers.Sampler`) on the target's energy — torch
   twin or OpenMM through the bridge: ``digs``, ``mala`` and ``hmc``;
-* ``pt``: parallel tempering (:class:`~openmm_dikl.samplers.ParallelTempering`).
+* ``pt``: parallel tempering (:class:`~openmm_dikl.samplers.ParallelTempering`);
+* ``digs-torsional``: torsional DiGS executed by OpenMM
+  (:class:`~openmm_dikl.samplers.torsional.TorsionalDiGSEngine`) on the backbone φ/ψ of
+  any peptide or protein, one torsion per level, constraints allowed.  ``digs`` means
+  this method on targets whose defaults say ``{"engine": "openmm"}`` (user PDBs, the
+  longer peptides), and the torch sampler otherwise.
 
 Defaults come in three layers: the generic ones here, the system's own
 (:attr:`TargetSystem.sampler_defaults`, e.g. the torsional DiGS kernel and 32 batched
@@ -41,6 +46,8 @@ from .kernels import BlockGaussianKernel, TorsionalKernel
 from .mcmc import HMC, MALA
 from .output import TrajectoryWriter, check_writable
 from .tempering import ParallelTempering, geometric_temperatures
+from .torsional import TorsionalDiGSEngine
+from ..systems.torsions import select_torsions, torsion_levels
 
 __all__ = ["INTEGRATOR_METHODS", "TORCH_METHODS", "METHODS", "run_sampler",
            "make_integrator", "make_torch_sampler", "method_options"]
@@ -161,7 +168,9 @@ def _torch_hmc(target, energy, seed, step_size, **options):
 TORCH_METHODS = {"digs": _torch_digs, "mala": _torch_mala, "hmc": _torch_hmc}
 
 #: All method names accepted by :func:`run_sampler` (``pt``: parallel tempering).
-METHODS = sorted(set(INTEGRATOR_METHODS) | set(TORCH_METHODS) | {"pt"})
+METHODS = sorted(set(INTEGRATOR_METHODS) | set(TORCH_METHODS) | {"pt", "digs-torsional"})
+#: Methods that sample constrained Systems (the others refuse them).
+CONSTRAINT_METHODS = ("digs-torsional", "langevin")
 
 
 def make_torch_sampler(method, target, energy, seed=0, **options):
@@ -238,7 +247,10 @@ def run_sampler(target, method="langevin", force_evals=100000, out="samples.dcd"
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     check_writable(out)
-    check_samplable(target.system, f"method {method!r}")
+    if method == "digs" and target.sampler_options("digs").get("engine") == "openmm":
+        method = "digs-torsional"
+    if method not in CONSTRAINT_METHODS:
+        check_samplable(target.system, f"method {method!r}")
     if platform is not None:
         platform = platform_name(platform)
     if workers is not None:
@@ -253,7 +265,8 @@ def run_sampler(target, method="langevin", force_evals=100000, out="samples.dcd"
         raise ValueError(f"one starting configuration per chain needs a torch method "
                          f"({', '.join(TORCH_METHODS)}), not {method!r}")
     runner = (_run_integrator if method in INTEGRATOR_METHODS else
-              _run_tempering if method == "pt" else _run_torch)
+              _run_tempering if method == "pt" else
+              _run_torsional if method == "digs-torsional" else _run_torch)
     return runner(target, method, int(force_evals), out, int(seed), int(n_frames),
                   platform or target.platform, start, progress,
                   method_options(target, method, options))
@@ -345,6 +358,49 @@ def _run_integrator(target, method, force_evals, out, seed, n_frames, platform, 
     finally:
         writer.close()
     return ChainResult(n_steps=n_steps, force_evaluations=n_steps * per_step,
+                       acceptance=statistics(), paths=writer.paths, n_frames=writer.frames)
+
+
+def _run_torsional(target, method, force_evals, out, seed, n_frames, platform, start,
+                   progress, options):
+    """Torsional DiGS sweeps on OpenMM; the budget counts the engine's evaluations."""
+    options = {k: v for k, v in options.items() if k not in ("engine", "chains", "step_size")}
+    burn_in = options.pop("burn_in", 0)
+    torsions = select_torsions(target.topology, options.pop("torsions", "backbone"))
+    levels = torsion_levels(torsions, options.pop("grouping", "single"))
+    engine = TorsionalDiGSEngine(target.system, torsions, levels,
+                                 options.pop("sigmas", math.pi), target.temperature,
+                                 platform=platform, seed=seed, **options)
+    # the schedule assumes every pivot is rejected (the most evaluations a sweep can cost)
+    per_sweep = engine.n_levels * (2 + engine.n_denoise_steps)
+    n_steps, burn_in, interval, n_reports = frame_schedule(
+        force_evals, per_sweep, n_frames, 1, "torsional DiGS sweep", burn_in=burn_in)
+    engine.set_positions(start)
+    writer = TrajectoryWriter(target, out, interval, method)
+
+    def statistics():
+        counts = engine.statistics
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {"init_acceptance": counts["init_accepted"] / counts["init_proposed"],
+                    "denoise_acceptance": counts["denoise_accepted"] / counts["denoise_proposed"]}
+    try:
+        writer.write_topology(engine.get_state(getPositions=True).getPositions())
+        with tqdm(total=force_evals, desc=f"{method} on {target.name}", unit="evals",
+                  disable=not progress) as bar:
+            engine.sweep(burn_in)
+            for report in range(n_reports):
+                engine.sweep(interval)
+                state = engine.get_state(getPositions=True, getEnergy=True)
+                bar.update(engine.force_evaluations - bar.n)
+                energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+                writer.write(burn_in + interval * (report + 1), engine.force_evaluations,
+                             state.getPositions(asNumpy=True).value_in_unit(unit.nanometer),
+                             energy / writer.kt, statistics())
+            engine.sweep(n_steps - burn_in - interval * n_reports)
+            bar.update(engine.force_evaluations - bar.n)
+    finally:
+        writer.close()
+    return ChainResult(n_steps=n_steps, force_evaluations=engine.force_evaluations,
                        acceptance=statistics(), paths=writer.paths, n_frames=writer.frames)
 
 
