@@ -1,14 +1,18 @@
-"""Long parallel-tempering reference run for alanine dipeptide (implicit solvent, 300 K).
+"""Long parallel-tempering reference run for a bundled peptide (implicit solvent, 300 K).
 
 Produces ``systems/ala2_implicit_reference.npz`` (φ, ψ in radians, potential energies in
 kJ/mol and a thinned set of 300 K configurations in nm) used by tests, benchmarks and
 ``openmm-dikl evaluate``.  Checkpoints atomically every ``--checkpoint-every`` iterations
 and resumes with ``--resume``.
 
-Command used for the shipped file (recorded in the npz as ``command``)::
+For longer peptides φ and ψ are (frames, residues) arrays.  Commands used for the
+shipped files (recorded in the npz as ``command``)::
 
     python benchmarks/ala2_reference.py --iterations 40000 --checkpoint runs/ala2_pt.pkl --resume \
         --out systems/ala2_implicit_reference.npz
+    python benchmarks/ala2_reference.py --system ace_ala3_nme_implicit --timestep 2 \
+        --t-max 600 --iterations 4000 --keep-every 2 --checkpoint runs/ala4_pt.pkl --resume \
+        --out systems/ace_ala3_nme_reference.npz
 """
 import argparse
 import os
@@ -39,7 +43,9 @@ def main(argv=None):
     parser.add_argument("--iterations", type=int, default=20000)
     parser.add_argument("--replicas", type=int, default=8)
     parser.add_argument("--t-max", type=float, default=800.0, help="hottest replica (K)")
-    parser.add_argument("--steps-per-swap", type=int, default=250, help="1 fs Langevin steps")
+    parser.add_argument("--steps-per-swap", type=int, default=250, help="Langevin steps per exchange")
+    parser.add_argument("--timestep", type=float, default=1.0,
+                        help="Langevin time step in fs (2 with HBonds constraints)")
     parser.add_argument("--keep-every", type=int, default=10, help="store positions every N iterations")
     parser.add_argument("--checkpoint", default="runs/ala2_pt.pkl")
     parser.add_argument("--checkpoint-every", type=int, default=200)
@@ -51,7 +57,7 @@ def main(argv=None):
     target = systems.get(args.system)
     ladder = geometric_temperatures(target.temperature, args.t_max, args.replicas)
     pt = ParallelTempering(target.system, target.positions, ladder, args.steps_per_swap,
-                           platform=target.platform, seed=args.seed)
+                           timestep=args.timestep, platform=target.platform, seed=args.seed)
     record = {"energy": [], "positions": []}
     wall = 0.0
     if args.resume and os.path.exists(args.checkpoint):
@@ -73,8 +79,10 @@ def main(argv=None):
                            "wall": time.time() - start}, args.checkpoint)
     xyz = np.array(record["positions"])
     traj = mdtraj.Trajectory(xyz, topology)
-    phi = mdtraj.compute_phi(traj)[1][:, 0]
-    psi = mdtraj.compute_psi(traj)[1][:, 0]
+    phi = mdtraj.compute_phi(traj)[1]
+    psi = mdtraj.compute_psi(traj)[1]
+    if phi.shape[1] == 1:   # a dipeptide: one angle per frame, as in the shipped file
+        phi, psi = phi[:, 0], psi[:, 0]
     wall = time.time() - start
     evals = pt.iteration * pt.force_evaluations_per_iteration
     tmp = args.out + ".tmp.npz"

@@ -5,7 +5,10 @@ import subprocess
 import sys
 
 import mdtraj
+import numpy as np
 import pytest
+
+from openmm_dikl import systems
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 
@@ -16,6 +19,9 @@ TINY = {
     "bridge_forces.py": ["--batch", "8", "--workers", "2"],
     "digs_in_simulation.py": ["--sweeps", "500", "--peptide-sweeps", "100"],
     "dikl_dw4.py": ["--tiny", "--iterations", "3", "--samples", "300", "--refine", "5"],
+    "torsional_digs_openmmtools.py": ["--iterations", "2", "--sweeps", "2", "--langevin-steps",
+                                      "10", "--replicas", "2", "--re-iterations", "2"],
+    "torsional_digs_simulation.py": ["--sweeps", "20", "--interval", "2"],
 }
 
 
@@ -72,8 +78,45 @@ def _check_dikl_dw4(out, folder):
     assert traj.n_frames == 300 and traj.n_atoms == 4
 
 
+def _check_torsional_digs_simulation(out, folder):
+    evaluations = re.search(r"^20 sweeps = (\d+) force evaluations", out, re.M)
+    assert evaluations and int(evaluations.group(1)) >= 20 * 2 * (1 + 10), out  # 2 levels
+    rows = re.findall(rf"^[01]\s+(phi|psi) ALA2\s+({NUMBER})\s+({NUMBER})\s*$", out, re.M)
+    assert [r[0] for r in rows] == ["phi", "psi"], out
+    assert all(0.0 <= float(v) <= 1.0 for r in rows for v in r[1:])
+    fraction = re.search(rf"^10 frames in .*fraction with φ > 0 \(per residue\): ({NUMBER})$",
+                         out, re.M)
+    assert fraction and 0.0 <= float(fraction.group(1)) <= 1.0, out
+    traj = mdtraj.load(str(folder / "torsional_digs" / "trajectory.dcd"),
+                       top=systems.shipped_path("alanine_dipeptide.pdb"))
+    assert traj.n_frames == 10 and traj.n_atoms == 22
+    log = (folder / "torsional_digs" / "log.csv").read_text().splitlines()
+    assert [int(row.split(",")[0]) for row in log[1:]] == list(range(2, 21, 2))
+
+
+def _check_torsional_digs_openmmtools(out, folder):
+    rates = re.findall(rf"(phi|psi) ALA2: ({NUMBER})/({NUMBER})", out)
+    assert len(rates) == 2 * 3, out  # φ and ψ: MCMCSampler, then each of 2 temperatures
+    assert all(0.0 <= float(v) <= 1.0 for r in rates for v in r[1:])
+    mcmc = re.search(r"^  DiGS force evaluations (\d+), Langevin steps 20$", out, re.M)
+    assert mcmc and int(mcmc.group(1)) >= 2 * 2 * 2 * (1 + 5), out  # iterations × sweeps × levels
+    assert re.search(r"^ReplicaExchangeSampler: 2 replicas at 300, 450 K, 2 iterations", out, re.M)
+    exchange = re.search(rf"^  DiGS force evaluations (\d+); exchange acceptance ({NUMBER}); "
+                         r"final reduced energies finite: (\w+)$", out, re.M)
+    assert exchange and int(exchange.group(1)) >= 2 * 2 * 2 * 2 * (1 + 5), out
+    assert 0.0 <= float(exchange.group(2)) <= 1.0 and exchange.group(3) == "True"
+    from openmmtools import multistate  # imported here: it prints a pymbar banner
+    reporter = multistate.MultiStateReporter(
+        str(folder / "torsional_digs_openmmtools" / "replica_exchange.nc"), open_mode="r")
+    energies, _, _ = reporter.read_energies()   # (iterations + 1, replicas, states), reduced
+    reporter.close()
+    assert energies.shape == (3, 2, 2) and np.isfinite(energies).all()
+
+
 CHECKS = {"ala2_pipeline.py": _check_ala2_pipeline, "bridge_forces.py": _check_bridge_forces,
-          "digs_in_simulation.py": _check_digs_in_simulation, "dikl_dw4.py": _check_dikl_dw4}
+          "digs_in_simulation.py": _check_digs_in_simulation, "dikl_dw4.py": _check_dikl_dw4,
+          "torsional_digs_openmmtools.py": _check_torsional_digs_openmmtools,
+          "torsional_digs_simulation.py": _check_torsional_digs_simulation}
 
 
 @pytest.mark.parametrize("script", sorted(TINY))

@@ -170,7 +170,7 @@ TORCH_METHODS = {"digs": _torch_digs, "mala": _torch_mala, "hmc": _torch_hmc}
 #: All method names accepted by :func:`run_sampler` (``pt``: parallel tempering).
 METHODS = sorted(set(INTEGRATOR_METHODS) | set(TORCH_METHODS) | {"pt", "digs-torsional"})
 #: Methods that sample constrained Systems (the others refuse them).
-CONSTRAINT_METHODS = ("digs-torsional", "langevin")
+CONSTRAINT_METHODS = ("digs-torsional", "langevin", "pt")
 
 
 def make_torch_sampler(method, target, energy, seed=0, **options):
