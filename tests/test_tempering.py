@@ -68,12 +68,19 @@ def test_checkpoint_roundtrip():
                           ladder[:2], seed=1).set_state(state)
 
 
-def test_refuses_constraints():
+def test_constraints_are_kept_and_a_barostat_is_refused():
+    """Langevin replicas keep constraints (HBonds peptides); a barostat is refused."""
     system = double_well_system()
     system.addParticle(1.0)
     system.addConstraint(0, 1, 0.1)
-    with pytest.raises(ValueError, match="constraints"):
-        ParallelTempering(system, np.zeros((2, 3)), [300, 400])
+    start = np.array([[0.0, 0.0, 0.0], [0.1, 0.0, 0.0]])
+    pt = ParallelTempering(system, start, [300, 400], steps_per_swap=20, seed=1)
+    for _ in range(5):
+        x, _ = pt.step()
+    assert np.linalg.norm(x[0] - x[1]) == pytest.approx(0.1, rel=1e-5)
+    system.addForce(openmm.MonteCarloBarostat(1.0, 300.0))
+    with pytest.raises(ValueError, match="Barostat"):
+        ParallelTempering(system, start, [300, 400])
 
 
 # ---------------------------------------------------------------------- MBAR over all replicas

@@ -157,3 +157,21 @@ def test_cli_path_samples_a_constrained_pdb(tmp_path):
     with pytest.raises(ValueError, match="constraints"):
         run_sampler(target, method="mala", force_evals=100, out=str(tmp_path / "m.dcd"),
                     progress=False)
+
+
+def test_move_warns_when_pivots_are_almost_never_accepted(caplog):
+    """A stiff restraint on φ makes σ = π pivots fail, as water does for a protein's backbone."""
+    topology, system, positions = ala2_hbonds()
+    move = TorsionalDiffusiveGibbsMove(topology, n_sweeps=110, n_denoise_steps=0, random_seed=2)
+    phi = move.torsions[0].atoms
+    restraint = openmm.CustomTorsionForce("5000*(1 - cos(theta - theta0))")
+    restraint.addPerTorsionParameter("theta0")
+    x = np.asarray(positions.value_in_unit(unit.nanometer))
+    from openmm_dikl.samplers.torsional import dihedrals
+    restraint.addTorsion(*phi, [float(dihedrals(x, [phi])[0])])
+    system.addForce(restraint)
+    with caplog.at_level(logging.WARNING, logger="openmm_dikl.samplers.torsional_move"):
+        move.apply(states.ThermodynamicState(system, 300 * unit.kelvin), states.SamplerState(positions))
+    rates = move.acceptance_rates["initialisation"]
+    assert rates[0] < 0.01 and rates[1] > 0.05
+    assert "1 of 2 levels (phi ALA2)" in caplog.text and "explicit solvent" in caplog.text

@@ -46,7 +46,7 @@ from .kernels import BlockGaussianKernel, TorsionalKernel
 from .mcmc import HMC, MALA
 from .output import TrajectoryWriter, check_writable
 from .tempering import ParallelTempering, geometric_temperatures
-from .torsional import TorsionalDiGSEngine
+from .torsional import TorsionalDiGSEngine, low_acceptance_message
 from ..systems.torsions import select_torsions, torsion_levels
 
 __all__ = ["INTEGRATOR_METHODS", "TORCH_METHODS", "METHODS", "run_sampler",
@@ -400,6 +400,9 @@ def _run_torsional(target, method, force_evals, out, seed, n_frames, platform, s
             bar.update(engine.force_evaluations - bar.n)
     finally:
         writer.close()
+    message = low_acceptance_message(engine.statistics, torsions, levels)
+    if message:
+        logger.warning(message)
     return ChainResult(n_steps=n_steps, force_evaluations=engine.force_evaluations,
                        acceptance=statistics(), paths=writer.paths, n_frames=writer.frames)
 

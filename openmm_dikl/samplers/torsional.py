@@ -56,11 +56,44 @@ from openmm import unit
 from ..units import as_kelvin, kt_kjmol
 
 __all__ = ["KERNEL_GLOBAL", "build_kernel_force", "ghmc_denoising_integrator",
-           "TorsionalDiGSEngine", "dihedrals", "pivot"]
+           "TorsionalDiGSEngine", "dihedrals", "pivot", "low_acceptance_message"]
 
 #: Global parameter of the kernel force holding kT (kJ/mol); 0 disables the kernel.
 KERNEL_GLOBAL = "digs_kernel_kT"
 _COUNTERS = ("init_accepted", "init_proposed", "denoise_accepted", "denoise_proposed")
+#: A level whose pivots are accepted below this rate after ``LOW_ACCEPTANCE_AFTER``
+#: attempts is reported by :func:`low_acceptance_message`.
+LOW_ACCEPTANCE, LOW_ACCEPTANCE_AFTER = 0.01, 100
+
+
+def low_acceptance_message(statistics, torsions, levels):
+    """A warning (str) naming levels whose pivots are almost never accepted, or None.
+
+    Parameters
+    ----------
+    statistics : dict of str -> numpy.ndarray, shape=(n_levels,)
+        Counters as in :attr:`TorsionalDiGSEngine.statistics`.
+    torsions : list of Torsion
+    levels : list of list of int
+
+    Notes
+    -----
+    Measured on alanine dipeptide in TIP3P water (openmmtools' ``AlanineDipeptideExplicit``,
+    2,269 atoms, PME): pivots of φ / ψ accepted 7 % / 14 % at σ = π and 44 % / 37 % at
+    σ = 0.3 rad, since each moves only 7 atoms.  In a protein a backbone pivot swings half
+    the chain through the solvent and is essentially never accepted; use implicit solvent,
+    or side-chain χ1 torsions, or a smaller σ.
+    """
+    proposed, accepted = statistics["init_proposed"], statistics["init_accepted"]
+    stuck = np.flatnonzero((proposed >= LOW_ACCEPTANCE_AFTER) & (accepted < LOW_ACCEPTANCE * proposed))
+    if not len(stuck):
+        return None
+    names = ", ".join(torsions[levels[i][0]].name for i in stuck[:5])
+    return (f"torsional DiGS: the pivots of {len(stuck)} of {len(levels)} levels ({names}"
+            f"{', ...' if len(stuck) > 5 else ''}) were accepted in under "
+            f"{100 * LOW_ACCEPTANCE:.0f}% of {LOW_ACCEPTANCE_AFTER} or more attempts; in "
+            "explicit solvent a pivot drags the solute through water and rarely succeeds "
+            "(use implicit solvent, side-chain torsions or a smaller sigma)")
 
 
 # ---------------------------------------------------------------------- host geometry

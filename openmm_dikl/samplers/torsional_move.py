@@ -11,8 +11,9 @@ exactness argument and its force-evaluation count are documented there) on the t
 :func:`~openmm_dikl.systems.torsions.select_torsions`: by default the backbone φ and ψ of
 every residue, one torsion per level.  Constraints (``HBonds``) are supported; virtual
 sites are refused.  In explicit solvent a pivot drags the solute through water and is
-almost never accepted: the move warns when a level's initialisation acceptance stays
-below 1 % after 100 attempts.
+rarely accepted (measurements in :func:`~openmm_dikl.samplers.torsional.low_acceptance_message`):
+the move warns when a level's initialisation acceptance stays below 1 % after 100
+attempts.
 
 >>> import openmm
 >>> from openmmtools import states
@@ -37,15 +38,11 @@ from openmmtools.mcmc import MCMCMove
 
 from ..seeding import derived_seed
 from ..systems.torsions import Torsion, select_torsions, torsion_levels
-from .torsional import _COUNTERS, TorsionalDiGSEngine
+from .torsional import _COUNTERS, TorsionalDiGSEngine, low_acceptance_message
 
 __all__ = ["TorsionalDiffusiveGibbsMove", "TorsionalDiffusiveGibbsSimulation"]
 
 logger = logging.getLogger(__name__)
-
-#: A level whose initialisation acceptance is below this after ``_WARN_AFTER`` attempts warns.
-_WARN_ACCEPTANCE, _WARN_AFTER = 0.01, 100
-
 
 def _as_ps(timestep):
     value = timestep.value_in_unit(unit.picoseconds) if unit.is_quantity(timestep) else float(timestep)
@@ -238,15 +235,10 @@ class TorsionalDiffusiveGibbsMove(_TorsionalSettings, MCMCMove):
         self._warn_if_stuck()
 
     def _warn_if_stuck(self):
-        proposed, accepted = self._statistics["init_proposed"], self._statistics["init_accepted"]
-        stuck = (proposed >= _WARN_AFTER) & (accepted < _WARN_ACCEPTANCE * proposed)
-        if stuck.any() and not self._warned:
+        message = low_acceptance_message(self._statistics, self.torsions, self.levels)
+        if message and not self._warned:
             self._warned = True
-            names = ", ".join(self.torsions[self.levels[i][0]].name for i in np.flatnonzero(stuck)[:5])
-            logger.warning("torsional DiGS: the pivots of %d of %d levels (%s) were accepted in "
-                           "under %.0f%% of %d or more attempts; in explicit solvent pivots drag "
-                           "the solute through water and almost never succeed",
-                           int(stuck.sum()), self.n_levels, names, 100 * _WARN_ACCEPTANCE, _WARN_AFTER)
+            logger.warning(message)
 
     # ------------------------------------------------------------------ serialization
     def __getstate__(self):
