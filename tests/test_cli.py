@@ -47,6 +47,7 @@ BAD_INPUTS = [
     (["sample", "--pdb", "water.pdb"], "--pdb needs --forcefield"),
     (["sample", "--pdb", "water.pdb", "--forcefield", "no_such_ff.xml"], "cannot load force field"),
     (["sample", "--pdb", "water.pdb", "--forcefield", "amber14-all.xml"], "force field does not match"),
+    (["sample", "dw4", "--constraints", "hbonds"], "--constraints applies to --pdb"),
 ]
 
 WATER_PDB = """\

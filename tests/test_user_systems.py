@@ -72,6 +72,28 @@ def test_cli_samples_user_peptide(glycine_pdb, tmp_path):
     assert np.allclose(log["potential_energy_kJ_per_mol"].to_numpy(), recomputed, atol=0.5)
 
 
+def test_cli_constrained_user_peptide(glycine_pdb, tmp_path):
+    """--constraints hbonds: digs (the OpenMM torsional move) keeps every X-H length;
+    a torch method is refused with the reason, before any file is written."""
+    out = tmp_path / "glyc.dcd"
+    assert main(["sample", "--pdb", str(glycine_pdb), "--forcefield", *FORCEFIELD,
+                 "--constraints", "hbonds", "--method", "digs", "--force-evals", "1500",
+                 "--frames", "10", "--no-progress", "--out", str(out)]) == 0
+    traj = mdtraj.load(str(out), top=str(tmp_path / "glyc.pdb"))
+    pdb = app.PDBFile(str(glycine_pdb))
+    system = app.ForceField(*FORCEFIELD).createSystem(pdb.topology, nonbondedMethod=app.NoCutoff,
+                                                      constraints=app.HBonds)
+    for k in range(system.getNumConstraints()):
+        i, j, d = system.getConstraintParameters(k)
+        lengths = np.linalg.norm(traj.xyz[:, i] - traj.xyz[:, j], axis=1)
+        np.testing.assert_allclose(lengths, d.value_in_unit(unit.nanometer), rtol=1e-4)
+    bad = tmp_path / "bad.dcd"
+    assert main(["sample", "--pdb", str(glycine_pdb), "--forcefield", *FORCEFIELD,
+                 "--constraints", "hbonds", "--method", "mala", "--no-progress",
+                 "--out", str(bad)]) != 0
+    assert not bad.exists() and not (tmp_path / "bad.pdb").exists()
+
+
 def test_python_equivalent_from_openmm(glycine_pdb, tmp_path):
     pdb = app.PDBFile(str(glycine_pdb))
     system = app.ForceField(*FORCEFIELD).createSystem(pdb.topology, nonbondedMethod=app.NoCutoff,

@@ -250,7 +250,8 @@ def run_sampler(target, method="langevin", force_evals=100000, out="samples.dcd"
     if method == "digs" and target.sampler_options("digs").get("engine") == "openmm":
         method = "digs-torsional"
     if method not in CONSTRAINT_METHODS:
-        check_samplable(target.system, f"method {method!r}")
+        check_samplable(target.system, f"method {method!r} (constrained Systems are sampled "
+                                       f"by {', '.join(CONSTRAINT_METHODS)})")
     if platform is not None:
         platform = platform_name(platform)
     if workers is not None:
