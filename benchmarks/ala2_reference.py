@@ -11,7 +11,7 @@ shipped files (recorded in the npz as ``command``)::
     python benchmarks/ala2_reference.py --iterations 40000 --checkpoint runs/ala2_pt.pkl --resume \
         --out systems/ala2_implicit_reference.npz
     python benchmarks/ala2_reference.py --system ace_ala3_nme_implicit --timestep 2 \
-        --t-max 600 --iterations 4000 --keep-every 2 --checkpoint runs/ala4_pt.pkl --resume \
+        --t-max 600 --iterations 3000 --keep-every 2 --checkpoint runs/ala4_pt.pkl --resume \
         --out systems/ace_ala3_nme_reference.npz
 """
 import argparse

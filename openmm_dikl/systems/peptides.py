@@ -10,10 +10,10 @@ region, φ ≈ −68°, ψ ≈ 154° on all three residues, built by
 forces on one thread; the Reference platform interprets the CustomGBForce at ≈ 3 ms).
 
 * ``ace_ala3_nme_implicit`` — ``constraints=app.HBonds`` (the 22 X–H bond lengths fixed),
-  the usual MD setup.  The DiGS / DiKL samplers move every Cartesian coordinate and
-  refuse constrained Systems when a run starts
-  (:func:`openmm_dikl.units.check_samplable`); the target itself builds and evaluates
-  energies and forces (the bridge ignores the constraints).  Note that
+  the usual MD setup.  ``digs`` runs the OpenMM-native torsional move on it
+  (:mod:`openmm_dikl.samplers.torsional`), and ``langevin`` and ``pt`` sample it; the
+  torch samplers move every Cartesian coordinate and refuse constrained Systems when a
+  run starts (:func:`openmm_dikl.units.check_samplable`).  Note that
   ``ForceField.createSystem`` drops the harmonic bond terms of constrained bonds, so
   this System's energy does not penalise X–H stretches.
 * ``ace_ala3_nme_implicit_unconstrained`` — the same force field with every bond
@@ -52,8 +52,8 @@ def ace_ala3_nme(constraints="hbonds"):
     ----------
     constraints : {"hbonds", None}
         ``"hbonds"``: bonds to hydrogen constrained (``app.HBonds``; 22 constraints),
-        registered as ``ace_ala3_nme_implicit``; evaluation only, the samplers refuse
-        it.  None: no constraints, registered as ``ace_ala3_nme_implicit_unconstrained``.
+        registered as ``ace_ala3_nme_implicit`` (sampled by ``digs``, ``langevin`` and
+        ``pt``; the torch samplers refuse it).  None: no constraints, registered as ``ace_ala3_nme_implicit_unconstrained``.
 
     Returns
     -------
@@ -78,7 +78,7 @@ def ace_ala3_nme(constraints="hbonds"):
     if constraints == "hbonds":
         name = "ace_ala3_nme_implicit"
         description = ("Ace-(Ala)3-Nme, amber14 + OBC2 implicit solvent, X-H bonds "
-                       "constrained (evaluation only), 300 K")
+                       "constrained, 300 K")
     else:
         name = "ace_ala3_nme_implicit_unconstrained"
         description = "Ace-(Ala)3-Nme, amber14 + OBC2 implicit solvent, unconstrained, 300 K"
