@@ -426,9 +426,13 @@ BAD_API_INPUT = [
      .run(torch.zeros(2, 4), 5, progress=False),
      ValueError, r"x0 must have shape \(n_chains, 4, 2\)"),
     # unsupported systems
-    ("constraints", lambda ds: from_openmm(_ala_system(constraints=app.HBonds),
-                                           _ala_pdb().topology, _ala_pdb().positions, 300.0),
-     ValueError, "12 constraints"),
+    ("constraints (torch method)", lambda ds: run_sampler(
+        from_openmm(_ala_system(constraints=app.HBonds), _ala_pdb().topology,
+                    _ala_pdb().positions, 300.0), "mala", out=ds["out"], progress=False),
+     ValueError, "12 constraints.*sampled by digs-torsional, langevin, pt"),
+    ("torsional DiGS without torsions", lambda ds: run_sampler(
+        ds["dw4"], "digs-torsional", out=ds["out"], progress=False),
+     ValueError, "no pivotable backbone torsions"),
     ("virtual site", lambda ds: from_openmm(_virtual_site_system(), systems.get("dw4")
                                             .topology, np.zeros((4, 3)), 300.0),
      ValueError, r"1 virtual sites \(first: particle 3\)"),

@@ -315,7 +315,7 @@ class TorsionalDiGSEngine:
         self._quads = np.array([t.atoms for t in self.torsions], dtype=int).reshape(-1, 4)
         sampled = _sampling_copy(system)
         self.kernel_group = _free_force_group(sampled)
-        self._system_groups = sum(1 << f.getForceGroup() for f in sampled.getForces()) or 1
+        self._system_groups = sum(1 << g for g in {f.getForceGroup() for f in sampled.getForces()}) or 1
         self._kernel_force = build_kernel_force(self.torsions, sampled.usesPeriodicBoundaryConditions(),
                                                 self.kernel_group)
         sampled.addForce(self._kernel_force)
