@@ -209,3 +209,13 @@ def test_frames_come_after_burn_in_and_the_rest_of_the_budget_still_runs(dw4, tm
     with pytest.raises(ValueError, match="burn_in"):
         run_sampler(dw4, method="mala", force_evals=100, out=str(tmp_path / "c.dcd"),
                     progress=False, burn_in=500)
+
+
+def test_digs_on_a_longer_peptide_runs_the_openmm_move_with_its_defaults(tmp_path):
+    """``digs`` on Ace-(Ala)3-Nme (nested φ/ψ, HBonds) is the OpenMM torsional move with the
+    system's defaults: one GHMC step per level, so a sweep of 6 levels costs at most 18."""
+    peptide = systems.get("ace_ala3_nme_implicit")
+    result = run_sampler(peptide, method="digs", force_evals=360, out=str(tmp_path / "p.dcd"),
+                         n_frames=2, progress=False)
+    assert result.n_steps == 20 and result.force_evaluations <= 360
+    assert len(result.acceptance["init_acceptance"]) == 6

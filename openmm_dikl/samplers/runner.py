@@ -247,6 +247,7 @@ def run_sampler(target, method="langevin", force_evals=100000, out="samples.dcd"
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     check_writable(out)
+    defaults_of = method   # whose system defaults apply ("digs" keeps its own when routed)
     if method == "digs" and target.sampler_options("digs").get("engine") == "openmm":
         method = "digs-torsional"
     if method not in CONSTRAINT_METHODS:
@@ -257,7 +258,7 @@ def run_sampler(target, method="langevin", force_evals=100000, out="samples.dcd"
     if workers is not None:
         return run_chains_in_workers(run_sampler, target, method, int(force_evals), out,
                                      int(seed), int(n_frames), platform, positions, progress,
-                                     workers, method_options(target, method, options))
+                                     workers, method_options(target, defaults_of, options))
     if method not in TORCH_METHODS and int(options.pop("chains", 1)) != 1:
         raise ValueError(f"chains > 1 in one process need a torch method "
                          f"({', '.join(TORCH_METHODS)}); give {method!r} workers=N too")
@@ -270,7 +271,7 @@ def run_sampler(target, method="langevin", force_evals=100000, out="samples.dcd"
               _run_torsional if method == "digs-torsional" else _run_torch)
     return runner(target, method, int(force_evals), out, int(seed), int(n_frames),
                   platform or target.platform, start, progress,
-                  method_options(target, method, options))
+                  method_options(target, defaults_of, options))
 
 
 def _start_positions(target, positions):
