@@ -29,9 +29,12 @@ Three parts, each printed as a table (``--parts`` picks them):
 Usage::
 
     OPENMM_CPU_THREADS=1 python benchmarks/torsional_move.py             # ~25 min
+    python benchmarks/torsional_move.py --parts sampling --budget 1000000 --traces runs/t.pkl
     python benchmarks/torsional_move.py --parts speed --budget 20000      # quick
 """
 import argparse
+import os
+import pickle
 import time
 
 import numpy as np
@@ -170,6 +173,26 @@ def run_tempering(target, budget, seed):
             "exch " + " ".join(f"{a:.2f}" for a in pt.acceptance_rates))
 
 
+def _sampling_runs(args, target):
+    """{method: (angles (frames, residues, 2), transitions (residues,), evals, cpu s, accept)}.
+
+    With ``--traces PATH``: read from PATH if it exists, else run and save there (so the KL
+    columns can be added once a reference exists, without rerunning).
+    """
+    if args.traces and os.path.exists(args.traces):
+        with open(args.traces, "rb") as handle:
+            return pickle.load(handle)
+    runs = {}
+    for name, run in (("digs", run_move), ("langevin", run_langevin), ("pt", run_tempering)):
+        (trace, evals, accept), cpu, _ = timed(lambda: run(target, args.budget, args.seed))
+        runs[name] = (trace.angles(args.frames), trace.transitions, evals, cpu, accept)
+        print(f"  ran {name}: {evals} evaluations, {cpu:.0f} CPU s", flush=True)
+    if args.traces:
+        with open(args.traces, "wb") as handle:
+            pickle.dump(runs, handle)
+    return runs
+
+
 def sampling(args):
     target = systems.get(PEPTIDE)
     reference = None
@@ -179,28 +202,27 @@ def sampling(args):
     except FileNotFoundError:
         print(f"(no {REFERENCE}: KL columns left out)")
     print(f"\n## sampling: {PEPTIDE}, {args.budget:.0e} force evaluations per method, seed {args.seed}")
+    runs = _sampling_runs(args, target)
     print(f"{'method':10s} {'evals':>8s} {'cpu s':>7s}  per residue: trans/1e6 | trans/cpu-s"
           + (" | KL rama" if reference is not None else "") + "  (acceptance)")
-    for name, run in (("digs", run_move), ("langevin", run_langevin), ("pt", run_tempering)):
-        (trace, evals, accept), cpu, _ = timed(lambda: run(target, args.budget, args.seed))
-        cells = [f"{t / evals * 1e6:.0f}" for t in trace.transitions]
-        per_cpu = [f"{t / cpu:.2f}" for t in trace.transitions]
+    for name, (angles, transitions, evals, cpu, accept) in runs.items():
+        cells = [f"{t / evals * 1e6:.0f}" for t in transitions]
+        per_cpu = [f"{t / cpu:.3f}" for t in transitions]
         row = f"{name:10s} {evals:8d} {cpu:7.1f}  {' '.join(cells)} | {' '.join(per_cpu)}"
         if reference is not None:
-            angles = trace.angles(args.frames)
-            ref = reference[np.linspace(0, len(reference) - 1, 2 * len(angles)).astype(int)]
-            kls = [ramachandran_kl(angles[:, r], ref[:, r]) for r in range(angles.shape[1])]
+            kls = [ramachandran_kl(angles[:, r], reference[:, r]) for r in range(angles.shape[1])]
             row += " | " + " ".join(f"{k:.3f}" for k in kls)
         print(row + f"  ({accept})")
     if reference is not None:
         half = len(reference) // 2
-        a = reference[:half][np.linspace(0, half - 1, args.frames).astype(int)]
-        b = reference[half:]
-        floor = [ramachandran_kl(a[:, r], b[:, r]) for r in range(a.shape[1])]
-        print(f"{'floor':10s} reference halves: KL rama " + " ".join(f"{k:.3f}" for k in floor)
-              + f"; p(phi>0) per residue, halves: "
-              + " / ".join(" ".join(f"{np.mean(h[:, r, 0] > 0):.3f}" for r in range(h.shape[1]))
-                           for h in (reference[:half], reference[half:])))
+        n = min(args.frames, half)
+        a = reference[:half][np.linspace(0, half - 1, n).astype(int)]
+        floor = [ramachandran_kl(a[:, r], reference[half:, r]) for r in range(a.shape[1])]
+        print(f"{'floor':10s} first half ({n} frames) vs second half ({len(reference) - half}) of "
+              f"the reference: KL rama " + " ".join(f"{k:.3f}" for k in floor))
+        for label, part in (("first", reference[:half]), ("second", reference[half:])):
+            print(f"  p(phi > 0) per residue, {label} half: "
+                  + " ".join(f"{np.mean(part[:, r, 0] > 0):.4f}" for r in range(part.shape[1])))
 
 
 # ---------------------------------------------------------------------- protein
@@ -247,6 +269,8 @@ def main(argv=None):
     parser.add_argument("--denoise-steps", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--protein-levels", type=int, default=6,
                         help="levels of the lysozyme sweep to run in the protein part")
+    parser.add_argument("--traces", default=None,
+                        help="pickle of the sampling traces: read if it exists, else written")
     parser.add_argument("--frames", type=int, default=5000, help="frames per trace for the KL")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
