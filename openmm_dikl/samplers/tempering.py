@@ -171,12 +171,12 @@ def _without_constraints(system):
 
 
 class ParallelTempering:
-    """Replica exchange over a temperature ladder for an unconstrained OpenMM System.
+    """Replica exchange over a temperature ladder for an OpenMM System.
 
     Parameters
     ----------
     system : openmm.System
-        The System (no constraints or virtual sites).
+        The System (constraints allowed, Langevin handles them; no barostat).
     positions : openmm.unit.Quantity, shape=(n_atoms, 3)
         Initial positions (nm) for every replica.
     temperatures : list of float or Quantity
