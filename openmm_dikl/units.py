@@ -184,16 +184,18 @@ def as_nm_tensor(x, name="x0"):
     return torch.as_tensor(x, dtype=torch.float64)
 
 
-def check_samplable(system, what="openmm_dikl samplers"):
+def check_samplable(system, what="openmm_dikl samplers", allow_constraints=False):
     """Raise ValueError if ``system`` has constraints, virtual sites or a barostat.
 
     DiGS and DiKL sample every Cartesian degree of freedom: a constraint would be
     ignored (a silently wrong distribution) and a virtual site is not a free coordinate.
     Periodic Systems are sampled in their default box, so a barostat (NPT) is refused
-    rather than silently ignored.
+    rather than silently ignored.  ``allow_constraints=True`` skips the constraint check,
+    for samplers that move on the constraint manifold (Langevin, parallel tempering, the
+    OpenMM torsional DiGS move).
     """
     n_constraints = system.getNumConstraints()
-    if n_constraints:
+    if n_constraints and not allow_constraints:
         raise ValueError(f"the System has {n_constraints} constraints, which {what} cannot "
                          "handle; build it with constraints=None (and rigidWater=False)")
     virtual = [i for i in range(system.getNumParticles()) if system.isVirtualSite(i)]

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..geometry import dihedral, wrap_angle
+from ..systems.torsions import bond_graph, pivot_side
 from .steps import batch_sum, standard_normal
 
 __all__ = ["GaussianKernel", "BlockGaussianKernel", "TorsionalKernel"]
@@ -239,30 +240,13 @@ class TorsionalKernel:
         Raises
         ------
         ValueError
-            If a central bond is in a ring (its sides are not separated).
+            If a torsion is not a bonded chain a–b–c–d of the topology, or its central bond
+            is in a ring (its sides are not separated); see
+            :func:`~openmm_dikl.systems.torsions.pivot_side`.
         """
-        n = topology.getNumAtoms()
-        neighbours = [set() for _ in range(n)]
-        for bond in topology.bonds():
-            i, j = bond[0].index, bond[1].index
-            neighbours[i].add(j)
-            neighbours[j].add(i)
-        moving = []
-        for a, b, c, d in np.asarray(torsions, dtype=int).reshape(-1, 4):
-            sides = []
-            for root, other in ((b, c), (c, b)):  # component of root without the bond root–other
-                seen, stack = {int(root)}, [int(root)]
-                while stack:
-                    i = stack.pop()
-                    for j in neighbours[i]:
-                        if j not in seen and not (i == root and j == other):
-                            seen.add(j)
-                            stack.append(j)
-                sides.append(seen - {int(root)})
-            if c in sides[0] or not {a, d} - {b, c} or a not in sides[0] or d not in sides[1]:
-                raise ValueError(f"torsion {(a, b, c, d)}: its atoms must form a bonded chain "
-                                 f"a-b-c-d and the bond {b}-{c} must not be in a ring")
-            moving.append(sorted(min(sides, key=len)))
+        neighbours = bond_graph(topology)
+        moving = [pivot_side(neighbours, quad).moving_atoms
+                  for quad in np.asarray(torsions, dtype=int).reshape(-1, 4)]
         return cls(torsions, moving, sigmas)
 
     @property

@@ -46,7 +46,7 @@ from .kernels import BlockGaussianKernel, TorsionalKernel
 from .mcmc import HMC, MALA
 from .output import TrajectoryWriter, check_writable
 from .tempering import ParallelTempering, geometric_temperatures
-from .torsional import TorsionalDiGSEngine, low_acceptance_message
+from .torsional import TorsionalDiGSEngine, acceptance_rates, low_acceptance_message
 from ..systems.torsions import select_torsions, torsion_levels
 
 __all__ = ["INTEGRATOR_METHODS", "TORCH_METHODS", "METHODS", "run_sampler",
@@ -250,9 +250,9 @@ def run_sampler(target, method="langevin", force_evals=100000, out="samples.dcd"
     defaults_of = method   # whose system defaults apply ("digs" keeps its own when routed)
     if method == "digs" and target.sampler_options("digs").get("engine") == "openmm":
         method = "digs-torsional"
-    if method not in CONSTRAINT_METHODS:
-        check_samplable(target.system, f"method {method!r} (constrained Systems are sampled "
-                                       f"by {', '.join(CONSTRAINT_METHODS)})")
+    check_samplable(target.system, f"method {method!r} (constrained Systems are sampled by "
+                                   f"{', '.join(CONSTRAINT_METHODS)})",
+                    allow_constraints=method in CONSTRAINT_METHODS)
     if platform is not None:
         platform = platform_name(platform)
     if workers is not None:
@@ -381,10 +381,9 @@ def _run_torsional(target, method, force_evals, out, seed, n_frames, platform, s
     writer = TrajectoryWriter(target, out, interval, method)
 
     def statistics():
-        counts = engine.statistics
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return {"init_acceptance": counts["init_accepted"] / counts["init_proposed"],
-                    "denoise_acceptance": counts["denoise_accepted"] / counts["denoise_proposed"]}
+        rates = acceptance_rates(engine.statistics)
+        return {"init_acceptance": rates["initialisation"],
+                "denoise_acceptance": rates["denoising"]}
     try:
         writer.write_topology(engine.get_state(getPositions=True).getPositions())
         with tqdm(total=force_evals, desc=f"{method} on {target.name}", unit="evals",

@@ -160,16 +160,6 @@ class ReplicaSamples:
         return mbar_weights(self.energies_kjmol, self.temperatures, target)
 
 
-def _without_constraints(system):
-    """A copy of ``system`` without its constraints (for the barostat / virtual-site check)."""
-    if not system.getNumConstraints():
-        return system
-    copy = openmm.XmlSerializer.clone(system)
-    for index in reversed(range(copy.getNumConstraints())):
-        copy.removeConstraint(index)
-    return copy
-
-
 class ParallelTempering:
     """Replica exchange over a temperature ladder for an OpenMM System.
 
@@ -202,9 +192,9 @@ class ParallelTempering:
 
     def __init__(self, system, positions, temperatures, steps_per_swap=500, timestep=1.0,
                  friction=1.0, platform="Reference", seed=0):
-        # Langevin dynamics handles constraints and virtual sites; only a barostat would
-        # make the replicas' volumes differ from the exchange criterion's fixed box
-        check_samplable(_without_constraints(system), "parallel tempering")
+        # Langevin dynamics keeps constraints; a barostat would make the replicas' volumes
+        # differ from the exchange criterion's fixed box
+        check_samplable(system, "parallel tempering", allow_constraints=True)
         self.temperatures = [as_kelvin(t) for t in temperatures]
         if sorted(self.temperatures) != self.temperatures or len(set(self.temperatures)) < 2:
             raise ValueError("temperatures must be strictly increasing with at least two replicas")

@@ -56,7 +56,8 @@ from openmm import unit
 from ..units import as_kelvin, kt_kjmol
 
 __all__ = ["KERNEL_GLOBAL", "build_kernel_force", "ghmc_denoising_integrator",
-           "TorsionalDiGSEngine", "dihedrals", "pivot", "low_acceptance_message"]
+           "TorsionalDiGSEngine", "dihedrals", "pivot", "low_acceptance_message",
+           "level_sigmas", "acceptance_rates", "as_picoseconds"]
 
 #: Global parameter of the kernel force holding kT (kJ/mol); 0 disables the kernel.
 KERNEL_GLOBAL = "digs_kernel_kT"
@@ -64,6 +65,52 @@ _COUNTERS = ("init_accepted", "init_proposed", "denoise_accepted", "denoise_prop
 #: A level whose pivots are accepted below this rate after ``LOW_ACCEPTANCE_AFTER``
 #: attempts is reported by :func:`low_acceptance_message`.
 LOW_ACCEPTANCE, LOW_ACCEPTANCE_AFTER = 0.01, 100
+
+
+def level_sigmas(sigmas, n_levels):
+    """Kernel widths σ (radians) of ``n_levels`` levels from one value or one per level.
+
+    Returns
+    -------
+    list of float, length n_levels
+
+    Raises
+    ------
+    ValueError
+        If the count does not match or a value is not finite and positive.
+    """
+    sig = np.asarray(sigmas, dtype=float).reshape(-1)
+    if sig.size == 1:
+        sig = np.repeat(sig, n_levels)
+    if sig.size != n_levels or not np.all(np.isfinite(sig)) or np.any(sig <= 0):
+        raise ValueError(f"sigmas must be one positive radian value or one per level "
+                         f"({n_levels}), got {sigmas!r}")
+    return [float(s) for s in sig]
+
+
+def as_picoseconds(timestep):
+    """A time step (Quantity, or bare number in ps) as a float in ps; refuses ≤ 0."""
+    value = timestep.value_in_unit(unit.picoseconds) if unit.is_quantity(timestep) else float(timestep)
+    if not value > 0:
+        raise ValueError(f"timestep must be > 0 ps, got {timestep}")
+    return value
+
+
+def acceptance_rates(statistics):
+    """Per-level ``initialisation`` and ``denoising`` acceptance from the counters.
+
+    Parameters
+    ----------
+    statistics : dict of str -> numpy.ndarray, shape=(n_levels,)
+        Counters as in :attr:`TorsionalDiGSEngine.statistics`.
+
+    Returns
+    -------
+    dict of str -> numpy.ndarray of float (NaN where nothing was proposed)
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"initialisation": statistics["init_accepted"] / statistics["init_proposed"],
+                "denoising": statistics["denoise_accepted"] / statistics["denoise_proposed"]}
 
 
 def low_acceptance_message(statistics, torsions, levels):
@@ -207,11 +254,7 @@ def ghmc_denoising_integrator(temperature, timestep):
     openmm.CustomIntegrator
         Globals ``naccept`` / ``ntrials`` count accepted and attempted steps.
     """
-    if not unit.is_quantity(timestep):
-        timestep = float(timestep) * unit.picoseconds
-    if not timestep.value_in_unit(unit.picoseconds) > 0:
-        raise ValueError(f"timestep must be > 0 ps, got {timestep}")
-    integrator = openmm.CustomIntegrator(timestep)
+    integrator = openmm.CustomIntegrator(as_picoseconds(timestep) * unit.picoseconds)
     for name, value in (("kT", kt_kjmol(as_kelvin(temperature))), ("needs_init", 1.0),
                         ("Ecur", 0.0), ("Enewpot", 0.0), ("ke", 0.0), ("Eold", 0.0),
                         ("Enew", 0.0), ("accept", 0.0), ("naccept", 0.0), ("ntrials", 0.0)):
@@ -325,7 +368,7 @@ class TorsionalDiGSEngine:
         self.n_denoise_steps = int(n_denoise_steps)
         if self.n_denoise_steps < 0:
             raise ValueError(f"n_denoise_steps must be >= 0, got {n_denoise_steps}")
-        self.kappas = self._concentrations(sigmas)
+        self.kappas = 1.0 / np.asarray(level_sigmas(sigmas, len(self.levels))) ** 2
         self._quads = np.array([t.atoms for t in self.torsions], dtype=int).reshape(-1, 4)
         sampled = _sampling_copy(system)
         self.kernel_group = _free_force_group(sampled)
@@ -347,15 +390,6 @@ class TorsionalDiGSEngine:
         self._potential = None      # U(x) (kJ/mol, no kernel) of the Context's positions
         self._pending = None        # (members, kappa, theta_tilde) of the last level run
         self._active = []           # kernel terms with κ ≠ 0 in the Context
-
-    def _concentrations(self, sigmas):
-        sig = np.asarray(sigmas, dtype=float).reshape(-1)
-        if sig.size == 1:
-            sig = np.repeat(sig, len(self.levels))
-        if sig.size != len(self.levels) or not np.all(np.isfinite(sig)) or np.any(sig <= 0):
-            raise ValueError(f"sigmas must be one positive radian value or one per level "
-                             f"({len(self.levels)}), got {sigmas!r}")
-        return 1.0 / sig ** 2
 
     # ------------------------------------------------------------------ state
     @property
@@ -450,7 +484,7 @@ class TorsionalDiGSEngine:
                                            kappa, theta_tilde)
         self._statistics["init_proposed"][level] += 1
         self._statistics["init_accepted"][level] += int(accepted)
-        self._denoise(level)
+        self._denoise(level, forces_known=accepted)
         self._potential = total  # with the kernel; resolved at the next level
         self._pending = (members, kappa, theta_tilde)
 
@@ -473,15 +507,15 @@ class TorsionalDiGSEngine:
             return True, total
         self.context.setPositions(x)
         self.integrator.setGlobalVariableByName("needs_init", 1.0)
-        self.force_evaluations += 1   # the GHMC evaluates the forces at x (new kernel)
         total = potential + self._kernel_energy(theta, members, kappa, theta_tilde)
         return False, total
 
-    def _denoise(self, level):
+    def _denoise(self, level, forces_known):
+        """GHMC steps; without ``forces_known`` the first one evaluates the forces at x."""
         if self.n_denoise_steps == 0:
-            if self.integrator.getGlobalVariableByName("needs_init") > 0:
-                self.force_evaluations -= 1   # no GHMC step: nothing was evaluated at x
             return
+        if not forces_known:
+            self.force_evaluations += 1
         self.integrator.setGlobalVariableByName("naccept", 0.0)
         self.integrator.setGlobalVariableByName("ntrials", 0.0)
         self.integrator.step(self.n_denoise_steps)

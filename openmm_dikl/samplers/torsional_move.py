@@ -38,17 +38,12 @@ from openmmtools.mcmc import MCMCMove
 
 from ..seeding import derived_seed
 from ..systems.torsions import Torsion, select_torsions, torsion_levels
-from .torsional import _COUNTERS, TorsionalDiGSEngine, low_acceptance_message
+from .torsional import (_COUNTERS, TorsionalDiGSEngine, acceptance_rates, as_picoseconds,
+                         level_sigmas, low_acceptance_message)
 
 __all__ = ["TorsionalDiffusiveGibbsMove", "TorsionalDiffusiveGibbsSimulation"]
 
 logger = logging.getLogger(__name__)
-
-def _as_ps(timestep):
-    value = timestep.value_in_unit(unit.picoseconds) if unit.is_quantity(timestep) else float(timestep)
-    if not value > 0:
-        raise ValueError(f"timestep must be > 0 ps, got {timestep}")
-    return value
 
 
 class _TorsionalSettings:
@@ -58,17 +53,11 @@ class _TorsionalSettings:
         self.torsions = select_torsions(topology, torsions)
         self.n_atoms = topology.getNumAtoms()
         self.levels = torsion_levels(self.torsions, grouping)
-        sig = np.asarray(sigmas, dtype=float).reshape(-1)
-        if sig.size == 1:
-            sig = np.repeat(sig, len(self.levels))
-        if sig.size != len(self.levels) or not np.all(np.isfinite(sig)) or np.any(sig <= 0):
-            raise ValueError(f"sigmas must be one positive radian value or one per level "
-                             f"({len(self.levels)}), got {sigmas!r}")
-        self.sigmas = [float(s) for s in sig]
+        self.sigmas = level_sigmas(sigmas, len(self.levels))
         self.n_denoise_steps = int(n_denoise_steps)
         if self.n_denoise_steps < 0:
             raise ValueError(f"n_denoise_steps must be >= 0, got {n_denoise_steps}")
-        self.timestep = _as_ps(timestep)
+        self.timestep = as_picoseconds(timestep)
 
     def _check_system(self, system):
         if system.getNumParticles() != self.n_atoms:
@@ -101,13 +90,6 @@ class _TorsionalSettings:
         self.sigmas = [float(s) for s in state["sigmas"]]
         self.n_denoise_steps = int(state["n_denoise_steps"])
         self.timestep = float(state["timestep"])
-
-
-def _acceptance(statistics):
-    """Per-level acceptance rates (dict of float arrays; NaN where nothing was proposed)."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return {"initialisation": statistics["init_accepted"] / statistics["init_proposed"],
-                "denoising": statistics["denoise_accepted"] / statistics["denoise_proposed"]}
 
 
 class TorsionalDiffusiveGibbsMove(_TorsionalSettings, MCMCMove):
@@ -187,7 +169,7 @@ class TorsionalDiffusiveGibbsMove(_TorsionalSettings, MCMCMove):
     @property
     def acceptance_rates(self):
         """Per-level ``initialisation`` and ``denoising`` acceptance (float arrays)."""
-        return _acceptance(self._statistics)
+        return acceptance_rates(self._statistics)
 
     def reset_statistics(self):
         """Zero the acceptance counters (the force-evaluation counter is kept)."""
@@ -335,16 +317,23 @@ class TorsionalDiffusiveGibbsSimulation(_TorsionalSettings, app.Simulation):
         self._written = None   # positions last copied into the Context (nm)
 
     def _sweeps(self, n):
-        for _ in range(n):
-            state = self.context.getState(getPositions=True)
-            x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-            if self._written is None or not np.array_equal(x, self._written):
-                self.engine.set_positions(x, state.getPeriodicBoxVectors())
-            self.engine.sweep(1)
-            out = self.engine.get_state(getPositions=True, getVelocities=True)
-            self.context.setPositions(out.getPositions())
-            self.context.setVelocities(out.getVelocities())
-            self._written = self.context.getState(getPositions=True).getPositions(
-                asNumpy=True).value_in_unit(unit.nanometer)
-            self.context.setStepCount(self.context.getStepCount() + 1)
-            self.context.setTime(self.context.getTime() + self.integrator.getStepSize())
+        """Run n sweeps from the Context's positions and write the result back once.
+
+        ``Simulation.step`` calls reporters only between integrator steps, so nothing can
+        change the Context during one call; the engine resynchronises only when the
+        Context no longer holds what was last written (``setPositions``, minimisation).
+        """
+        if n <= 0:
+            return
+        state = self.context.getState(getPositions=True)
+        x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        if self._written is None or not np.array_equal(x, self._written):
+            self.engine.set_positions(x, state.getPeriodicBoxVectors())
+        self.engine.sweep(n)
+        out = self.engine.get_state(getPositions=True, getVelocities=True)
+        self.context.setPositions(out.getPositions())
+        self.context.setVelocities(out.getVelocities())
+        self._written = self.context.getState(getPositions=True).getPositions(
+            asNumpy=True).value_in_unit(unit.nanometer)
+        self.context.setStepCount(self.context.getStepCount() + n)
+        self.context.setTime(self.context.getTime() + n * self.integrator.getStepSize())

@@ -137,7 +137,7 @@ def pivot_side(neighbours, quad, name=None):
     if c in b_side:
         raise ValueError(f"{label}: the central bond {b}-{c} is in a ring, so no pivot can "
                          "rotate one side of it (proline phi, aromatic rings)")
-    if len(b_side) < len(c_side):
+    if len(b_side) <= len(c_side):   # the smaller side; b's on a tie
         return Torsion((d, c, b, a), label, tuple(sorted(b_side)))
     return Torsion((a, b, c, d), label, tuple(sorted(c_side)))
 

@@ -7,14 +7,6 @@ from .base import TargetSystem, molecular_sampler_defaults
 __all__ = ["from_openmm"]
 
 
-def _without_constraints(system):
-    """A copy of ``system`` with its constraints removed (for the other checks)."""
-    copy = openmm.XmlSerializer.clone(system)
-    for index in reversed(range(copy.getNumConstraints())):
-        copy.removeConstraint(index)
-    return copy
-
-
 def from_openmm(system, topology, positions, temperature, name="user", platform="Reference"):
     """A :class:`TargetSystem` for a user's OpenMM System (energies through the bridge).
 
@@ -50,10 +42,7 @@ def from_openmm(system, topology, positions, temperature, name="user", platform=
     """
     if not isinstance(system, openmm.System):
         raise TypeError(f"system must be an openmm.System, got {type(system).__name__}")
-    if system.getNumConstraints():
-        check_samplable(_without_constraints(system))
-    else:
-        check_samplable(system)
+    check_samplable(system, allow_constraints=True)
     target = TargetSystem(name, system, topology, positions, as_kelvin(temperature),
                           spatial_dim=3, platform=platform,
                           description=f"user system with {system.getNumParticles()} atoms")
