@@ -148,9 +148,10 @@ def _add_generate_parser(sub):
     generate.add_argument("--refine", type=int, default=0, metavar="STEPS",
                           help="polish every sample with STEPS exact MCMC steps on the true "
                                "target (default 0: raw generator samples)")
-    generate.add_argument("--refine-method", default="mala", choices=["mala", "hmc", "digs"],
-                          help="kernel for --refine (default mala; step sizes adapt during the "
-                               "first half of the steps)")
+    generate.add_argument("--refine-method", choices=["mala", "hmc", "digs"],
+                          help="kernel for --refine (default: the system's, digs with the "
+                               "torsional kernel for alanine dipeptide, mala otherwise; step "
+                               "sizes adapt during the first half of the steps)")
 
 
 def _add_evaluate_parser(sub):
@@ -361,12 +362,13 @@ def _cmd_generate(args):
     x = sampler.sample(args.n_samples, seed=args.seed)
     target = systems.get(sampler.target_name)
     if args.refine:
-        refined = refine_samples(target, x, args.refine, method=args.refine_method,
+        method = args.refine_method or target.sampler_options("refine").get("method", "mala")
+        refined = refine_samples(target, x, args.refine, method=method,
                                  seed=args.seed, progress=not args.no_progress)
         x = refined.final_positions
         rates = ", ".join(f"{key} {float(np.nanmean(value)):.2f}"
                           for key, value in refined.acceptance.items())
-        print(f"refined with {args.refine} {args.refine_method} steps: "
+        print(f"refined with {args.refine} {method} steps: "
               f"{refined.force_evaluations} force evaluations, acceptance {rates}")
     paths = write_samples(target, x.double().numpy(), args.out)
     print(f"{args.n_samples} samples of {sampler.target_name} -> {', '.join(paths)}")

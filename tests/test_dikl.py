@@ -20,6 +20,7 @@ from openmm_dikl.dikl import (BUNDLED_SAMPLERS, CheckpointError, DiKLConfig, DiK
                               PosteriorSampler, check_checkpoint, load_sampler, save_sampler)
 from openmm_dikl.dikl.config import ScheduleConfig
 from openmm_dikl.dikl.diffusion import clip_per_particle, mixed_score_identity
+from openmm_dikl.dikl.spaces import diffusion_space
 from openmm_dikl.dikl.training_log import CSVLog
 from openmm_dikl.energy import EnergyAndForce
 from openmm_dikl.geometry import remove_mean
@@ -836,8 +837,10 @@ def test_shipped_recipes_build(path):
     target = systems.get(recipe["system"])
     settings = DiKLConfig.from_dict(recipe["dikl"])
     generator, score = build_model(recipe["generator"]), build_model(recipe["score_model"])
-    for net in (generator, score):
-        assert (net.n_particles, net.spatial_dim) == (target.n_particles, target.spatial_dim)
+    space = diffusion_space(target, settings.schedule, False)
+    assert (generator.n_particles, generator.spatial_dim) == (target.n_particles,
+                                                              target.spatial_dim)
+    assert (score.n_particles, score.spatial_dim) == space.shape
     assert settings.run.n_iterations > 0 and recipe["notes"]
 
 

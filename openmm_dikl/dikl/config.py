@@ -69,11 +69,14 @@ from typing import Optional, Tuple
 
 from .diffusion import PARAMETERIZATIONS, WEIGHTINGS
 
+#: Values of ``schedule.space`` (see :mod:`openmm_dikl.dikl.spaces`).
+DIFFUSION_SPACES = ("cartesian", "internal")
+
 #: Rules of ``run.select_checkpoint`` (see :mod:`openmm_dikl.dikl.selection`).
 SELECTION_RULES = ("mala_energy_tvd", "mean_energy")
 
 __all__ = ["ScheduleConfig", "PosteriorConfig", "OptimisationConfig", "RunConfig",
-           "DiKLConfig", "SECTIONS", "SELECTION_RULES"]
+           "DiKLConfig", "SECTIONS", "SELECTION_RULES", "DIFFUSION_SPACES"]
 
 
 # ---------------------------------------------------------------------- field checks
@@ -154,6 +157,13 @@ class ScheduleConfig:
         Run the diffusion in the zero-centre-of-mass subspace; None = automatic (yes for
         translation-invariant targets, ``TargetSystem.translation_invariant``).  A
         trainer stores the resolved value in its checkpoints.
+    space : {"cartesian", "internal"}
+        Where the noise acts (see :mod:`openmm_dikl.dikl.spaces`): on the positions
+        (default), or on the standardised internal coordinates that the target registers
+        (``TargetSystem.internal_transform``: dimensionless, about unit width each, with
+        the dihedrals cut where the target has least density).  With "internal" the
+        score network sees (batch, 1, n_internal) and ``coordinate_scale`` must be 1 and
+        ``centre`` not True.
     """
 
     n_levels: int = 30
@@ -162,6 +172,7 @@ class ScheduleConfig:
     parameterization: str = "noise"
     coordinate_scale: float = 1.0
     centre: Optional[bool] = None
+    space: str = "cartesian"
 
     def __post_init__(self):
         _integer("schedule", self, "n_levels", 1)
@@ -174,6 +185,12 @@ class ScheduleConfig:
         _choice("schedule", self, "parameterization", PARAMETERIZATIONS)
         _positive("schedule", self, "coordinate_scale")
         _flag("schedule", self, "centre", optional=True)
+        _choice("schedule", self, "space", DIFFUSION_SPACES)
+        if self.space == "internal" and (self.coordinate_scale != 1.0 or self.centre):
+            raise ValueError("DiKLConfig schedule.space='internal' needs coordinate_scale = 1 "
+                             "and centre None or False (internal coordinates have no "
+                             f"centre of mass), got coordinate_scale={self.coordinate_scale}, "
+                             f"centre={self.centre}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +218,15 @@ class PosteriorConfig:
         The mixed score identity is linear in (x, −∇u), so this is the time average of
         the single-iterate estimates: lower variance at the same number of target
         evaluations, and the same mean once the chains are in equilibrium.
+    warm_start : bool
+        Start the chains of each x_t at the generator sample it was made from instead of
+        at importance samples (False; ``n_importance`` and ``n_ais_steps`` are then
+        unused).  See :meth:`~openmm_dikl.dikl.posterior.PosteriorSampler.sample`.
+    jump_every : int
+        0 (default): MALA only.  k > 0: after every k-th MALA step, one uniform jump of a
+        periodic coordinate of the diffusion space (the wide dihedrals of
+        ``schedule.space = "internal"``; see ``jumps`` of
+        :class:`~openmm_dikl.dikl.posterior.PosteriorSampler`).
     """
 
     n_importance: int = 20
@@ -211,6 +237,8 @@ class PosteriorConfig:
     acceptance_range: Tuple[float, float] = (0.5, 0.6)
     step_adapt_factor: float = 1.1
     average_last: int = 0
+    warm_start: bool = False
+    jump_every: int = 0
 
     def __post_init__(self):
         _integer("posterior", self, "n_importance", 1)
@@ -233,6 +261,8 @@ class PosteriorConfig:
         if self.average_last > self.n_mala_steps:
             _fail("posterior", "average_last",
                   f"<= posterior.n_mala_steps = {self.n_mala_steps}", self.average_last)
+        _flag("posterior", self, "warm_start")
+        _integer("posterior", self, "jump_every", 0)
 
 
 @dataclasses.dataclass(frozen=True)

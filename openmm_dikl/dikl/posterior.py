@@ -96,6 +96,18 @@ class PosteriorSampler:
         DiKL code's LJ-13 posterior).  Every estimator linear in (x, −∇u), such as the
         mixed score identity, then becomes the time average of its single-iterate
         values along the chain: lower variance at the same cost.
+    jumps : (torch.Tensor, torch.Tensor), optional
+        ``(coordinates, half_widths)``: flat indices into one state's ``n·d`` numbers of
+        periodic coordinates on windows [−h, h) (e.g. the backbone dihedrals of
+        :class:`~openmm_dikl.dikl.spaces.InternalSpace`), and their h.  With
+        ``jump_every`` = k > 0, after every k-th MALA step each chain proposes a new
+        value, uniform on its window, for one of these coordinates drawn at random,
+        accepted by Metropolis–Hastings on the posterior (one evaluation per jump).  A
+        uniform proposal is symmetric, so the ratio is the posterior's; the move lets
+        chains change basin (a rigid torsional pivot, in internal coordinates) where
+        MALA cannot cross a barrier.
+    jump_every : int
+        0 (default): no jumps.
 
     Notes
     -----
@@ -116,12 +128,13 @@ class PosteriorSampler:
 
     def __init__(self, energy_and_force, n_importance=20, n_ais_steps=0, n_mala_steps=50,
                  n_posterior=1, resample=True, acceptance_range=(0.5, 0.6), adapt_factor=1.1,
-                 centre=False, average_last=0):
+                 centre=False, average_last=0, jumps=None, jump_every=0):
         for name, value, low in (("n_importance", n_importance, 1),
                                  ("n_ais_steps", n_ais_steps, 0),
                                  ("n_mala_steps", n_mala_steps, 0),
                                  ("n_posterior", n_posterior, 1),
-                                 ("average_last", average_last, 0)):
+                                 ("average_last", average_last, 0),
+                                 ("jump_every", jump_every, 0)):
             if int(value) != value or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value}")
         if average_last > n_mala_steps:
@@ -143,6 +156,13 @@ class PosteriorSampler:
         self.adapt_factor = float(adapt_factor)
         self.centre = bool(centre)
         self.average_last = int(average_last)
+        if jump_every and jumps is None:
+            raise ValueError("jump_every > 0 needs periodic coordinates to jump on (jumps=...; "
+                             "in DiKL: schedule.space='internal' with wide dihedrals)")
+        self.jumps = None if jumps is None else tuple(torch.as_tensor(v) for v in jumps)
+        self.jump_every = int(jump_every)
+        #: Jumps proposed and accepted so far (ints).
+        self.jump_counts = [0, 0]
         self._n_evaluations = 0
 
     @property
@@ -176,7 +196,7 @@ class PosteriorSampler:
         u_new, f_new = conditional.last
         return x, torch.where(accepted, u_new, u), select(accepted, f_new, f), prob
 
-    def sample(self, x_t, alpha, sigma, step_size, generator=None, groups=None):
+    def sample(self, x_t, alpha, sigma, step_size, generator=None, groups=None, start=None):
         """Draw posterior samples for each x_t.
 
         Parameters
@@ -191,6 +211,14 @@ class PosteriorSampler:
         groups : torch.Tensor, shape=(B,), dtype=long, optional
             Group of each x_t for step-size adaptation (e.g. its noise level); default
             every x_t is its own group (G = B).
+        start : torch.Tensor, shape=(B, n, d), optional
+            Warm start (nm): the clean configuration each x_t was made from.  The
+            ``n_posterior`` chains of an x_t then start there instead of at importance
+            samples (no proposals are drawn; ``ess_fraction`` is 1).  If x_t = α x₀ + σ ε
+            with x₀ from the generator, x₀ is an exact draw of the *model's* posterior,
+            so the chains start in the right basin; MALA then moves them towards the
+            target's posterior, and once the generator matches the target the start is
+            already an exact target draw (the estimate is unbiased at the fixed point).
 
         Returns
         -------
@@ -198,6 +226,8 @@ class PosteriorSampler:
         """
         x_t, alpha, sigma, step_size, groups = _check_inputs(x_t, alpha, sigma, step_size,
                                                              groups)
+        if start is not None:
+            return self._warm_started(x_t, alpha, sigma, step_size, groups, generator, start)
         x, u, f, log_w = self._annealed_proposals(x_t, alpha, sigma, step_size[groups],
                                                   generator)
         dead = torch.isinf(log_w).all(0)
@@ -216,6 +246,41 @@ class PosteriorSampler:
             x, u, f, _ConditionalEnergy(self._evaluate, x_t, alpha, sigma, 1.0), step_size,
             groups, generator)
         return PosteriorSample(x, f, weights, acceptance, step_size, ess_fraction)
+
+    def _jump(self, x, u, f, posterior, generator):
+        """One uniform-window Metropolis–Hastings jump of a random periodic coordinate per
+        chain (K, B, n, d); returns the new x and the target's u, f there."""
+        coordinates, half_widths = self.jumps
+        pick = torch.randint(len(coordinates), x.shape[:2], generator=generator)
+        width = half_widths.to(x.dtype)[pick]
+        value = (2 * torch.rand(x.shape[:2], generator=generator, dtype=x.dtype) - 1) * width
+        proposal = x.reshape(x.shape[:2] + (-1,)).clone()
+        proposal.scatter_(-1, coordinates[pick][..., None], value[..., None])
+        proposal = proposal.reshape(x.shape)
+        u_c, _ = posterior.of(x, u, f)
+        u_c_new, _ = posterior(proposal)
+        u_new, f_new = posterior.last
+        log_ratio = torch.nan_to_num(u_c - u_c_new, nan=-math.inf)
+        accepted = torch.log(torch.rand(x.shape[:2], generator=generator,
+                                        dtype=x.dtype)) < log_ratio
+        self.jump_counts[0] += accepted.numel()
+        self.jump_counts[1] += int(accepted.sum())
+        return (select(accepted, proposal, x), torch.where(accepted, u_new, u),
+                select(accepted, f_new, f))
+
+    def _warm_started(self, x_t, alpha, sigma, step_size, groups, generator, start):
+        """:meth:`sample` with every chain started at ``start`` (B, n, d)."""
+        start = torch.as_tensor(start).detach().to(torch.float64)
+        if start.shape != x_t.shape:
+            raise ValueError(f"start must have the shape of x_t {tuple(x_t.shape)}, got "
+                             f"{tuple(start.shape)}")
+        x = start.expand((self.n_posterior,) + tuple(x_t.shape)).clone()
+        u, f = self._evaluate(x)
+        x, f, acceptance, step_size = self._adaptive_mala(
+            x, u, f, _ConditionalEnergy(self._evaluate, x_t, alpha, sigma, 1.0), step_size,
+            groups, generator)
+        return PosteriorSample(x, f, None, acceptance, step_size,
+                               torch.ones(x_t.shape[0], dtype=torch.float64))
 
     def _annealed_proposals(self, x_t, alpha, sigma, h, generator):
         """K importance proposals from q(x) = N(x_t / α, (σ / α)² I), moved by AIS from q
@@ -249,6 +314,8 @@ class PosteriorSampler:
         x_sum, f_sum = torch.zeros_like(x), torch.zeros_like(f)
         for step in range(self.n_mala_steps):
             x, u, f, prob = self._mala_step(x, u, f, posterior, step_size[groups], generator)
+            if self.jump_every and (step + 1) % self.jump_every == 0:
+                x, u, f = self._jump(x, u, f, posterior, generator)
             if step >= self.n_mala_steps - self.average_last:
                 x_sum, f_sum = x_sum + x, f_sum + f
             prob_b = prob.mean(0)

@@ -20,7 +20,7 @@ from .checkpoints import (CHECKPOINT_FORMAT, CheckpointError, load_states, read_
 __all__ = ["NeuralSampler", "save_sampler", "load_sampler", "BUNDLED_SAMPLERS"]
 
 #: Systems whose trained sampler ships as ``systems/checkpoints/<name>.pt``.
-BUNDLED_SAMPLERS = ("dw4", "lj13", "mw32", "mog40")
+BUNDLED_SAMPLERS = ("dw4", "lj13", "mw32", "mog40", "alanine_dipeptide_implicit")
 
 
 class NeuralSampler:

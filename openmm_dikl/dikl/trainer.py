@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .. import systems
-from ..energy import EnergyAndForce, ScaledEnergy, as_energy
+from ..energy import EnergyAndForce, as_energy
 from ..geometry import remove_mean
 from ..nn import build_model
 from ..seeding import derived_seed
@@ -35,19 +35,11 @@ from .optimisation import (guarded_step, learning_rate_factor, set_learning_rate
                            update_weight_average, weight_average)
 from .posterior import PosteriorSampler
 from .selection import check_selection
+from .spaces import check_model_shapes, diffusion_space
 
 __all__ = ["DiKLTrainer"]
 
 logger = logging.getLogger(__name__)
-
-
-def _check_shapes(target, generator, score_model):
-    for what, model in (("generator", generator), ("score_model", score_model)):
-        shape = (getattr(model, "n_particles", None), getattr(model, "spatial_dim", None))
-        if shape != (None, None) and shape != (target.n_particles, target.spatial_dim):
-            raise ValueError(f"{what} is built for {shape[0]} particles in {shape[1]}-D but "
-                             f"target {target.name!r} has {target.n_particles} in "
-                             f"{target.spatial_dim}-D")
 
 
 class DiKLTrainer:
@@ -117,7 +109,6 @@ class DiKLTrainer:
         if not isinstance(config, DiKLConfig):
             raise TypeError(f"config must be a DiKLConfig (see DiKLConfig.from_dict), got "
                             f"{type(config).__name__}")
-        _check_shapes(target, generator, score_model)
         self.target, self.generator, self.score_model = target, generator, score_model
         self.eval_fn = eval_fn
         if energy_and_force is None:
@@ -127,20 +118,23 @@ class DiKLTrainer:
             self.energy_and_force, _ = as_energy(energy_and_force)
             self._owns_forces = False
         centre = config.schedule.centre
-        self.config = config.replace(centre=bool(target.translation_invariant
-                                                 if centre is None else centre))
-        cfg = self.config
+        if centre is None:
+            centre = config.schedule.space == "cartesian" and bool(target.translation_invariant)
+        self.config = cfg = config.replace(centre=bool(centre))
+        #: Where the noise acts (:mod:`openmm_dikl.dikl.spaces`).
+        self.space = diffusion_space(target, cfg.schedule, cfg.schedule.centre)
+        check_model_shapes(target, generator, score_model, self.space)
         check_selection(self)
         self.schedule = VPSchedule(cfg.schedule.n_levels, cfg.schedule.beta_min,
                                    cfg.schedule.beta_max)
-        self.scale = cfg.schedule.coordinate_scale
         post = cfg.posterior
         self.posterior = PosteriorSampler(
-            ScaledEnergy(self.energy_and_force, self.scale), n_importance=post.n_importance,
+            self.space.energy(self.energy_and_force), n_importance=post.n_importance,
             n_ais_steps=post.n_ais_steps, n_mala_steps=post.n_mala_steps,
             n_posterior=post.n_posterior, acceptance_range=post.acceptance_range,
             adapt_factor=post.step_adapt_factor, centre=self.centre,
-            average_last=post.average_last)
+            average_last=post.average_last, jumps=self.space.jumps,
+            jump_every=post.jump_every)
         self._init_distributed(distributed)
         self.rng = torch.Generator().manual_seed(derived_seed(cfg.seed, self.rank))
         opt = cfg.optimisation
@@ -264,8 +258,8 @@ class DiKLTrainer:
         return n_local * self.world_size / n_global
 
     def _draw(self, n, train=False):
-        """n generator samples in units of ``coordinate_scale`` (y = x / c; nm when c = 1),
-        centred if the run is in the centred subspace.
+        """n generator samples as the diffusion space's y (:meth:`CartesianSpace.encode`:
+        x / c, centred if the run is; :meth:`InternalSpace.encode`: standardised z).
 
         ``train``: through the DDP wrapper when distributed (gradients are synchronised).
         """
@@ -277,9 +271,7 @@ class DiKLTrainer:
         if tuple(x.shape) != expected:
             raise ValueError(f"generator.sample({n}) returned shape {tuple(x.shape)}, "
                              f"expected {expected}")
-        if self.scale != 1.0:
-            x = x / self.scale
-        return remove_mean(x) if self.centre else x
+        return self.space.encode(x)
 
     # ------------------------------------------------------------------ score network
     def score_step(self, pool=None):
@@ -334,12 +326,13 @@ class DiKLTrainer:
         return loss
 
     # ------------------------------------------------------------------ generator
-    def _scores(self, x_t, t_index):
+    def _scores(self, x_t, t_index, x0):
         """Target score (mixed score identity on posterior samples) and model score at
-        x_t (B, n, d), both float64; adapts the per-level MALA step sizes."""
+        x_t (B, n, d) made from x0, both float64; adapts the per-level MALA step sizes."""
         alpha, sigma = self.schedule.alpha(t_index), self.schedule.sigma(t_index)
         post = self.posterior.sample(x_t, alpha, sigma, self.step_sizes, self.rng,
-                                     groups=t_index)
+                                     groups=t_index, start=x0.detach()
+                                     if self.config.posterior.warm_start else None)
         self.step_sizes = (post.step_size if self.world_size == 1 else
                            _dist.weighted_geometric_mean(
                                post.step_size, torch.bincount(t_index, minlength=len(
@@ -374,7 +367,7 @@ class DiKLTrainer:
                                "torch.no_grad) so DiKL can differentiate x_t")
         t_index = self.schedule.sample_levels(n, self.rng, opt.min_level)
         x_t, _ = perturb(x, self.schedule, t_index, self.rng, self.centre)
-        s_target, s_model, post = self._scores(x_t.detach(), t_index)
+        s_target, s_model, post = self._scores(x_t.detach(), t_index, x)
         weights = level_weights(self.schedule, t_index, opt.generator_weighting or opt.weighting)
         # Samples whose scores overflow (far outliers of a young generator) carry no usable
         # gradient: drop them instead of letting one inf poison the whole batch.

@@ -6,6 +6,7 @@ torch energy goes through :class:`~openmm_dikl.bridge.OpenMMBridge`); the ANI-1x
 is torch-native (torchani, parameters loaded offline from the installed package) and is
 also a real ``openmm.System`` through ``openmm.PythonForce``.
 """
+import math
 import os
 import warnings
 
@@ -186,6 +187,46 @@ def alanine_dipeptide_zmatrix(topology):
     return roots, placed
 
 
+#: Widths of the standardised internal coordinates (nm, rad), from the spread of a 50 ps
+#: Langevin run at 300 K (bonds 2.3–3.3 pm, angles 0.047–0.078 rad, stiff dihedrals
+#: 0.07–0.21 rad); rotors and backbone dihedrals get 1 rad.
+INTERNAL_WIDTHS = {"bond": 0.003, "angle": 0.06, "dihedral": 0.15, "rotor": 1.0,
+                   "backbone": 1.0}
+
+#: Where the φ and ψ circles are cut (degrees): the parallel-tempering reference puts no
+#: sample at φ in [70°, 160°], and its fewest ψ near −110° (0.2 % per 10°).
+BACKBONE_CUTS_DEG = (120.0, -110.0)
+
+
+def alanine_dipeptide_internal_transform(topology, positions):
+    """Standardised internal coordinates z = (q − centre) / width of alanine dipeptide.
+
+    The centre is the geometry ``positions`` (nm, (22, 3)), except for φ and ψ, whose
+    centres lie opposite :data:`BACKBONE_CUTS_DEG`, so that each backbone window
+    (centre ± π) is cut where the Boltzmann density is lowest; the methyl rotors are cut
+    opposite their staggered reference (an eclipsed maximum).  Widths are
+    :data:`INTERNAL_WIDTHS`.
+
+    Returns
+    -------
+    openmm_dikl.internal.InternalTransform
+    """
+    from ..internal import InternalCoordinates, InternalTransform
+    ic = InternalCoordinates(*alanine_dipeptide_zmatrix(topology), n_atoms=22)
+    x = torch.as_tensor(np.asarray(positions, dtype=np.float64))[None]
+    centre = ic.to_internal(x)[0][0].clone()
+    width = torch.empty(ic.n_internal, dtype=torch.float64)
+    width[ic.bond_index] = INTERNAL_WIDTHS["bond"]
+    width[ic.angle_index] = INTERNAL_WIDTHS["angle"]
+    for k, index in enumerate(ic.dihedral_index.tolist()):
+        kind = ("backbone" if k in ZMATRIX_BACKBONE_ROWS else
+                "rotor" if k in ZMATRIX_ROTOR_ROWS else "dihedral")
+        width[index] = INTERNAL_WIDTHS[kind]
+    for row, cut in zip(ZMATRIX_BACKBONE_ROWS, BACKBONE_CUTS_DEG):
+        centre[ic.dihedral_index[row]] = math.radians(cut - 180.0)
+    return InternalTransform(ic, centre, width, ic.frame(x))
+
+
 def alanine_dipeptide(variant="implicit"):
     """Alanine dipeptide at 300 K: ``variant`` in {"vacuum", "implicit", "ani"}.
 
@@ -219,4 +260,6 @@ def alanine_dipeptide(variant="implicit"):
                         description=description,
                         sampler_defaults=molecular_sampler_defaults(topology),
                         evaluation="backbone_dihedrals", evaluation_data=evaluation_data,
-                        translation_invariant=True, zmatrix=alanine_dipeptide_zmatrix(topology))
+                        translation_invariant=True, zmatrix=alanine_dipeptide_zmatrix(topology),
+                        internal_transform=alanine_dipeptide_internal_transform(
+                            topology, _pdb_positions().value_in_unit(unit.nanometer)))

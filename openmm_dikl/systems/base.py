@@ -104,6 +104,11 @@ class TargetSystem:
         ``(roots, placed)``: the molecule's Z-matrix as atom indices (three root atoms,
         then one ``(atom, bond ref, angle ref, dihedral ref)`` row per other atom), for
         :class:`~openmm_dikl.internal.InternalCoordinates`; None if none is registered.
+    internal_transform : openmm_dikl.internal.InternalTransform, optional
+        Standardised internal coordinates of the molecule (a centre and a width per
+        coordinate; each dihedral's window is its centre ± π, so the centre says where the
+        circle is cut): the space of DiKL's ``schedule.space = "internal"``
+        (:mod:`openmm_dikl.dikl.spaces`).  None if none is registered.
 
     Attributes
     ----------
@@ -116,7 +121,7 @@ class TargetSystem:
     def __init__(self, name, system, topology, positions, temperature, spatial_dim=3,
                  energy_fn=None, reference_fn=None, platform="Reference", description="",
                  sampler_defaults=None, evaluation=None, evaluation_data=None,
-                 translation_invariant=None, zmatrix=None):
+                 translation_invariant=None, zmatrix=None, internal_transform=None):
         if spatial_dim not in (2, 3):
             raise ValueError(f"spatial_dim must be 2 or 3, got {spatial_dim}")
         if not isinstance(system, openmm.System):
@@ -149,6 +154,12 @@ class TargetSystem:
         self._translation_invariant = translation_invariant
         self._torsions = None
         self.zmatrix = zmatrix
+        if internal_transform is not None and (
+                zmatrix is None or internal_transform.ic.roots != tuple(zmatrix[0])
+                or internal_transform.ic.placed != [tuple(r) for r in zmatrix[1]]):
+            raise ValueError(f"system {name!r}: internal_transform must use the registered "
+                             "Z-matrix")
+        self.internal_transform = internal_transform
 
     def __repr__(self):
         return (f"TargetSystem({self.name!r}, n_particles={self.n_particles}, "
@@ -383,7 +394,9 @@ def molecular_sampler_defaults(topology, engine="torch"):
     * ``digs`` (openmm): ``{"engine": "openmm"}``, σ = π, one GHMC step of 1 fs per level
       (``benchmarks/torsional_move.py``);
     * ``mala`` / ``hmc``: step 1e-6 nm² (HMC ε = sqrt(2·1e-6) nm), stiff bonds need it;
-    * ``pt``: temperature ladder up to 800 K.
+    * ``pt``: temperature ladder up to 800 K;
+    * ``refine``: the kernel of ``generate --refine`` (``{"method": "digs"}`` where DiGS
+      has the torsional kernel, MALA otherwise).
     """
     if engine not in ("torch", "openmm"):
         raise ValueError(f"engine must be 'torch' or 'openmm', got {engine!r}")
@@ -400,4 +413,5 @@ def molecular_sampler_defaults(topology, engine="torch"):
         digs = {"step_size": 1e-6, "chains": 32}
     return {"digs": digs,
             "mala": {"step_size": 1e-6, "chains": 32}, "hmc": {"step_size": 1e-6, "chains": 32},
-            "pt": {"t_max": 800.0}}
+            "pt": {"t_max": 800.0},
+            "refine": {"method": "digs" if has_backbone and engine == "torch" else "mala"}}
