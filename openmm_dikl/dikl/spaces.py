@@ -22,7 +22,10 @@ has u = +∞): the map z → x is 2π-periodic, so without the cut the density w
 normalisable.  The generator's z always lie inside, since the transform wraps dihedrals.
 The cut is where the target registers least density (for alanine dipeptide: none at the
 φ cut, 0.2 % per 10° at the ψ cut), because the target score identity assumes a density
-that vanishes at the boundary; the denoising part of the mixed identity does not.
+that vanishes at the boundary; the denoising part of the mixed identity does not.  Of
+two cuts of equally low density, prefer the one that keeps the basins joined along their
+transition path: the generator is a continuous map of its latent, so it moves mass
+between basins through the window.
 """
 import math
 

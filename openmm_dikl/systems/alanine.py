@@ -194,8 +194,10 @@ INTERNAL_WIDTHS = {"bond": 0.003, "angle": 0.06, "dihedral": 0.15, "rotor": 1.0,
                    "backbone": 1.0}
 
 #: Where the φ and ψ circles are cut (degrees): the parallel-tempering reference puts no
-#: sample at φ in [70°, 160°], and its fewest ψ near −110° (0.2 % per 10°).
-BACKBONE_CUTS_DEG = (120.0, -110.0)
+#: sample at φ in [70°, 160°], and 0.2 % per 10° at ψ in [0°, 60°] (the barrier between
+#: αR and β that is not their transition path, which runs through ψ ≈ −120°), so the
+#: window keeps the two ψ basins joined along their path.
+BACKBONE_CUTS_DEG = (120.0, 30.0)
 
 
 def alanine_dipeptide_internal_transform(topology, positions):
