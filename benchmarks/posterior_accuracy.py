@@ -4,7 +4,8 @@ For a recipe (its diffusion space, noise schedule and posterior sampler) and a g
 (the weights of a trainer or sampler checkpoint), draws B generator samples per level,
 noises them, and compares the recipe's mixed-score-identity estimate ŝ of
 ∇ log p_t(x_t) with a high-effort estimate s* of the same x_t (16 chains per x_t,
-warm-started, 200 MALA steps, the average over the last 100 iterates).  Prints per level
+warm-started, 200 MALA steps, each followed by a dihedral jump where the space has
+periodic coordinates, the average over the last 100 iterates).  Prints per level
 σ_t/α_t, the mean squared residual |ŝ − s*|², |s*|² and their ratio (0: exact, about 1
 or more: the estimate carries no information), and the force evaluations of each.
 
@@ -64,12 +65,16 @@ def main(argv=None):
         schedule, cfg = trainer.schedule, trainer.config
         levels = args.levels or sorted({max(cfg.optimisation.min_level, round(k))
                                         for k in torch.linspace(0, schedule.n_levels - 1, 6)})
+        jumps = trainer.space.jumps  # the high-effort chains jump wherever they can
         reference = PosteriorSampler(trainer.posterior.energy_and_force, n_posterior=16,
                                      n_mala_steps=200, average_last=100,
-                                     centre=trainer.centre)
+                                     centre=trainer.centre, jumps=jumps,
+                                     jump_every=0 if jumps is None else 1)
         rng = torch.Generator().manual_seed(args.seed)
+        post = cfg.posterior
         print(f"{args.recipe}: space {cfg.schedule.space}, posterior "
-              f"{'warm start' if cfg.posterior.warm_start else 'importance sampling'}, "
+              f"{'warm start' if post.warm_start else 'importance sampling'}, "
+              f"{post.n_mala_steps} MALA steps, jump every {post.jump_every}, "
               f"{args.batch} x_t per level")
         print(f"{'level':>5s} {'sigma/alpha':>11s} {'|s_hat-s*|^2':>13s} {'|s*|^2':>11s} "
               f"{'ratio':>7s} {'evals':>6s} {'ref evals':>9s} {'CPU s':>6s}")

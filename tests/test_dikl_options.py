@@ -4,7 +4,10 @@ displacement output / norm_constant / attention, posterior iterate averaging and
 checkpoint selection without validation data."""
 import copy
 import math
+import os
 import shutil
+
+import numpy as np
 
 import pytest
 import torch
@@ -24,7 +27,7 @@ from openmm_dikl.nn import (EGNNGenerator, EGNNLayer, EGNNScore, MLPGenerator, M
 from openmm_dikl.nn.base import mlp, sinusoidal_embedding
 from openmm_dikl.samplers import refine_samples
 
-from test_dikl import (TwoModes, config, dw4_models, small_dw4_config,
+from test_dikl import (SHIPPED, TwoModes, config, dw4_models, small_dw4_config,
                        small_quadratic_trainer, trainer_for)
 from test_models import close, data, orthogonal, randomised
 
@@ -392,6 +395,34 @@ def test_select_mean_energy(dw4):
     assert selection_score("mean_energy", dw4, seen[1][0], energy_cutoff=-1e9) == math.inf
     with pytest.raises(ValueError, match="unknown selection rule"):
         selection_score("w2", dw4, seen[1][0])
+
+
+def test_select_digs_ramachandran_kl_flags_a_missing_basin(dw4):
+    """The rule scores samples of the reference (exact: DiGS leaves them in place in
+    distribution) lower than the same number of samples with the αR basin removed, which
+    the sweeps repopulate; and it is KL(after ‖ before) of the refined samples."""
+    from openmm_dikl.analysis.torsion_metrics import ramachandran_kl, torsion_angles
+    from openmm_dikl.dikl.selection import RAMACHANDRAN_SELECTION_BINS
+
+    target = systems.get("alanine_dipeptide_implicit")
+    positions = np.load(os.path.join(SHIPPED, "ala2_implicit_reference.npz"))["positions"]
+    psi = torsion_angles(positions, target.torsions["psi"])[:, 0]
+    rng = np.random.default_rng(0)
+    exact = positions[rng.choice(len(positions), 300, replace=False)]
+    no_alpha = positions[psi > 1.0][rng.choice(int((psi > 1.0).sum()), 300, replace=False)]
+    scores = [selection_score("digs_ramachandran_kl", target, x, mala_steps=10, seed=0)
+              for x in (exact, no_alpha)]
+    # seeds 0-19 of this set-up: ratio 2.0-4.9 (4.9 at seed 0)
+    assert scores[1] > 1.5 * scores[0] > 0
+    refined = refine_samples(target, no_alpha, 10, method="digs", seed=0).final_positions
+
+    def rama(x):
+        return np.stack([torsion_angles(x, target.torsions[k])[:, 0] for k in ("phi", "psi")], -1)
+
+    assert scores[1] == pytest.approx(ramachandran_kl(rama(no_alpha), rama(refined),
+                                                      bins=RAMACHANDRAN_SELECTION_BINS))
+    with pytest.raises(ValueError, match="backbone"):
+        selection_score("digs_ramachandran_kl", dw4, dw4.reference_samples(8), mala_steps=1)
 
 
 def test_select_checkpoint_resume_is_bit_exact_and_keeps_the_best(dw4, tmp_path):

@@ -73,7 +73,7 @@ from .diffusion import PARAMETERIZATIONS, WEIGHTINGS
 DIFFUSION_SPACES = ("cartesian", "internal")
 
 #: Rules of ``run.select_checkpoint`` (see :mod:`openmm_dikl.dikl.selection`).
-SELECTION_RULES = ("mala_energy_tvd", "mean_energy")
+SELECTION_RULES = ("mala_energy_tvd", "mean_energy", "digs_ramachandran_kl")
 
 __all__ = ["ScheduleConfig", "PosteriorConfig", "OptimisationConfig", "RunConfig",
            "DiKLConfig", "SECTIONS", "SELECTION_RULES", "DIFFUSION_SPACES"]
@@ -355,17 +355,20 @@ class RunConfig:
         Generator samples handed to ``eval_fn`` (2000).
     use_bridge : bool
         Take forces from OpenMM through the bridge even when a torch twin exists.
-    select_checkpoint : {None, "mala_energy_tvd", "mean_energy"}
+    select_checkpoint : {None, "mala_energy_tvd", "mean_energy", "digs_ramachandran_kl"}
         Checkpoint selection without validation data (see
         :mod:`openmm_dikl.dikl.selection`): every ``eval_every`` iterations the weight
         average is scored on ``eval_samples`` samples and the best one so far is kept as
         ``best_sampler.pt`` (lower is better).  ``"mala_energy_tvd"``: energy TVD between
         the samples and the same samples after ``select_mala_steps`` MALA steps (the
         reference code's DW-4 rule); ``"mean_energy"``: mean reduced energy of the
-        samples with u < ``select_energy_cutoff`` (its LJ-13 rule).  Needs
+        samples with u < ``select_energy_cutoff`` (its LJ-13 rule);
+        ``"digs_ramachandran_kl"``: KL of the Ramachandran histogram after
+        ``select_mala_steps`` DiGS sweeps from the one before (for molecules).  Needs
         ``eval_every`` > 0.  None (default): no selection.
     select_mala_steps : int
-        MALA steps of ``"mala_energy_tvd"`` (50, the reference code's).
+        MALA steps of ``"mala_energy_tvd"`` (50, the reference code's), DiGS sweeps of
+        ``"digs_ramachandran_kl"``.
     select_energy_cutoff : float
         Energy cutoff (kT) of ``"mean_energy"`` (300, the reference code's).
     """

@@ -12,6 +12,13 @@ the target's energy, no reference samples (lower is better):
   the target, where MALA leaves them in place in distribution;
 * ``"mean_energy"`` (its LJ-13 rule): the mean reduced energy of the samples with
   u < cutoff (300 kT; samples above it, e.g. overlapping particles, are left out).
+* ``"digs_ramachandran_kl"`` (this package's rule for molecules): the same idea as
+  ``"mala_energy_tvd"`` with the kernel that changes backbone basins, which MALA cannot:
+  the samples are moved by ``select_mala_steps`` sweeps of the system's DiGS kernel
+  (torsional for alanine dipeptide), and the score is the KL divergence of the
+  Ramachandran histogram after from the one before (12 × 12 bins of 30°, coarse enough
+  that a few thousand samples resolve the basins; summed over residues).
+  A generator that misses or over-weights a basin is moved, and scores high.
 
 :func:`update_selection` scores the trainer's sampling generator (its weight average,
 if kept) and records the best result in ``trainer.selection_best``, which trainer
@@ -23,14 +30,19 @@ Positions in nm, energies in kT.
 """
 import math
 
+import numpy as np
 import torch
 
 from ..analysis.metrics import energy_tvd
+from ..analysis.torsion_metrics import ramachandran_kl, torsion_angles
 from ..samplers.refine import refine_samples
 from ..systems import TargetSystem
 from .config import SELECTION_RULES
 
 __all__ = ["selection_score", "update_selection", "check_selection"]
+
+#: Bins per angle of the ``"digs_ramachandran_kl"`` histogram (30° wide).
+RAMACHANDRAN_SELECTION_BINS = 12
 
 
 def selection_score(rule, target, samples, energy_and_force=None, mala_steps=50,
@@ -39,7 +51,7 @@ def selection_score(rule, target, samples, energy_and_force=None, mala_steps=50,
 
     Parameters
     ----------
-    rule : {"mala_energy_tvd", "mean_energy"}
+    rule : {"mala_energy_tvd", "mean_energy", "digs_ramachandran_kl"}
         See the module docstring.
     target : TargetSystem
         The target (``"mala_energy_tvd"`` needs a
@@ -51,7 +63,7 @@ def selection_score(rule, target, samples, energy_and_force=None, mala_steps=50,
         x (B, n, d) nm -> (u (B,), −∇u); the energies of ``"mean_energy"`` (default
         ``target.reduced_energy``).
     mala_steps : int
-        MALA steps of ``"mala_energy_tvd"``.
+        MALA steps of ``"mala_energy_tvd"``, DiGS sweeps of ``"digs_ramachandran_kl"``.
     energy_cutoff : float
         Cutoff (kT) of ``"mean_energy"``.
     seed : int
@@ -82,7 +94,33 @@ def selection_score(rule, target, samples, energy_and_force=None, mala_steps=50,
         u = torch.as_tensor(u, dtype=torch.float64).detach()
         below = u[u < energy_cutoff]
         return float(below.mean()) if len(below) else math.inf
+    if rule == "digs_ramachandran_kl":
+        torsions = _backbone_torsions(target)
+        chains = refine_samples(target, samples, int(mala_steps), method="digs", seed=int(seed))
+        return _ramachandran_change(torsions, samples, chains.final_positions)
     raise ValueError(f"unknown selection rule {rule!r}; choose from {SELECTION_RULES}")
+
+
+def _backbone_torsions(target):
+    """(φ, ψ) atom indices of ``target``, shape (n_residues, 4) each; refuses none."""
+    torsions = target.torsions or {}
+    phi, psi = torsions.get("phi", ()), torsions.get("psi", ())
+    if len(phi) == 0 or len(phi) != len(psi):
+        raise ValueError(f"selection rule 'digs_ramachandran_kl' needs backbone φ/ψ "
+                         f"torsions; {target.name!r} has none")
+    return phi, psi
+
+
+def _ramachandran_change(torsions, before, after):
+    """Σ over residues of KL(after ‖ before) of the (φ, ψ) histograms (nats)."""
+    phi, psi = torsions
+
+    def angles(x):
+        return np.stack([torsion_angles(x, phi), torsion_angles(x, psi)], -1)
+
+    a, b = angles(after), angles(before)
+    bins = RAMACHANDRAN_SELECTION_BINS
+    return float(sum(ramachandran_kl(b[:, k], a[:, k], bins=bins) for k in range(len(phi))))
 
 
 def check_selection(trainer):
@@ -95,7 +133,8 @@ def check_selection(trainer):
         sampler defaults and forces).
     """
     rule = trainer.config.run.select_checkpoint
-    if rule == "mala_energy_tvd" and not isinstance(trainer.target, TargetSystem):
+    if rule in ("mala_energy_tvd", "digs_ramachandran_kl") and not isinstance(
+            trainer.target, TargetSystem):
         raise ValueError(f"DiKLConfig run.select_checkpoint={rule!r} needs a TargetSystem "
                          f"target (MALA on its forces), got {type(trainer.target).__name__}")
 
