@@ -63,7 +63,7 @@ def main(argv=None):
         if args.weights:
             load_generator_weights(trainer, args.weights)
         schedule, cfg = trainer.schedule, trainer.config
-        levels = args.levels or sorted({max(cfg.optimisation.min_level, round(k))
+        levels = args.levels or sorted({max(cfg.optimisation.min_level, round(float(k)))
                                         for k in torch.linspace(0, schedule.n_levels - 1, 6)})
         jumps = trainer.space.jumps  # the high-effort chains jump wherever they can
         reference = PosteriorSampler(trainer.posterior.energy_and_force, n_posterior=16,
