@@ -30,11 +30,11 @@ Positions in nm, energies in kT.
 """
 import math
 
-import numpy as np
 import torch
 
+from ..analysis.evaluation import backbone_angles
 from ..analysis.metrics import energy_tvd
-from ..analysis.torsion_metrics import ramachandran_kl, torsion_angles
+from ..analysis.torsion_metrics import ramachandran_kl
 from ..samplers.refine import refine_samples
 from ..systems import TargetSystem
 from .config import SELECTION_RULES
@@ -95,32 +95,22 @@ def selection_score(rule, target, samples, energy_and_force=None, mala_steps=50,
         below = u[u < energy_cutoff]
         return float(below.mean()) if len(below) else math.inf
     if rule == "digs_ramachandran_kl":
-        torsions = _backbone_torsions(target)
+        # (n, residues, 2); refuses a target without φ/ψ before any sweep is spent
+        before = backbone_angles(target, samples).reshape(len(samples), -1, 2)
         chains = refine_samples(target, samples, int(mala_steps), method="digs", seed=int(seed))
-        return _ramachandran_change(torsions, samples, chains.final_positions)
+        return _ramachandran_change(target, before, chains.final_positions)
     raise ValueError(f"unknown selection rule {rule!r}; choose from {SELECTION_RULES}")
 
 
-def _backbone_torsions(target):
-    """(φ, ψ) atom indices of ``target``, shape (n_residues, 4) each; refuses none."""
-    torsions = target.torsions or {}
-    phi, psi = torsions.get("phi", ()), torsions.get("psi", ())
-    if len(phi) == 0 or len(phi) != len(psi):
-        raise ValueError(f"selection rule 'digs_ramachandran_kl' needs backbone φ/ψ "
-                         f"torsions; {target.name!r} has none")
-    return phi, psi
+def _ramachandran_change(target, before, after):
+    """Σ over residues of KL(after ‖ before) of the (φ, ψ) histograms (nats).
 
-
-def _ramachandran_change(torsions, before, after):
-    """Σ over residues of KL(after ‖ before) of the (φ, ψ) histograms (nats)."""
-    phi, psi = torsions
-
-    def angles(x):
-        return np.stack([torsion_angles(x, phi), torsion_angles(x, psi)], -1)
-
-    a, b = angles(after), angles(before)
+    ``before`` are (n, m, 2) angles of :func:`backbone_angles` by residue, ``after``
+    positions (n, n_atoms, 3) nm."""
+    after = backbone_angles(target, after).reshape(before.shape)
     bins = RAMACHANDRAN_SELECTION_BINS
-    return float(sum(ramachandran_kl(b[:, k], a[:, k], bins=bins) for k in range(len(phi))))
+    return float(sum(ramachandran_kl(before[:, k], after[:, k], bins=bins)
+                     for k in range(before.shape[1])))
 
 
 def check_selection(trainer):
@@ -129,14 +119,14 @@ def check_selection(trainer):
     Raises
     ------
     ValueError
-        ``"mala_energy_tvd"`` on a target that is no TargetSystem (MALA needs its
-        sampler defaults and forces).
+        ``"mala_energy_tvd"`` or ``"digs_ramachandran_kl"`` on a target that is no
+        TargetSystem (MALA and DiGS need its sampler defaults and forces).
     """
     rule = trainer.config.run.select_checkpoint
     if rule in ("mala_energy_tvd", "digs_ramachandran_kl") and not isinstance(
             trainer.target, TargetSystem):
         raise ValueError(f"DiKLConfig run.select_checkpoint={rule!r} needs a TargetSystem "
-                         f"target (MALA on its forces), got {type(trainer.target).__name__}")
+                         f"target (MCMC on its forces), got {type(trainer.target).__name__}")
 
 
 def update_selection(trainer, samples):
