@@ -89,7 +89,7 @@ def main(argv=None):
             alpha, sigma = schedule.alpha(t_index), schedule.sigma(t_index)
             step = trainer.step_sizes[level]
             s_hat, cost, step = estimate(trainer.posterior, x_t, alpha, sigma, step, x0, rng,
-                                         cfg.posterior.warm_start)
+                                         post.warm_start)
             s_ref, ref_cost, _ = estimate(reference, x_t, alpha, sigma, step, x0, rng, True)
             squared = (s_hat - s_ref).pow(2).flatten(1).sum(1)
             norms = s_ref.pow(2).flatten(1).sum(1)

@@ -876,13 +876,13 @@ SHIPPED_QUALITY = {
     # and against the untrained -31.3; untrained, the N(0, 20²) start has TVD 0.337 too)
     "mog40": [("mode_coverage", 0.85, "min", False), ("mode_weight_error", 0.36, "max", False),
               ("mean_log_density", -10.6, "min", True)],
-    # 0.156 is the error of a coordinate collapsed into the heavy well; all 16 collapsed
-    # give a mean of 0.156 too, so the mean bound needs some coordinates that mix
     # measured on these 4,000 samples: KL Ramachandran 0.171, KL φ 0.212, energy TVD 0.099
     # (the 600-iteration Cartesian recipe before it: 0.24-0.60, 0.37-0.40, 0.20)
     "alanine_dipeptide_implicit": [("kl_ramachandran", 0.20, "max", True),
                                    ("kl_phi", 0.25, "max", True),
                                    ("energy_tvd", 0.13, "max", True)],
+    # 0.156 is the error of a coordinate collapsed into the heavy well; all 16 collapsed
+    # give a mean of 0.156 too, so the mean bound needs some coordinates that mix
     "mw32": [("max_basin_weight_error", 0.18, "max", True),
              ("mean_basin_weight_error", 0.152, "max", True)],
 }
