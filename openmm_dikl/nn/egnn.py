@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..geometry import remove_mean
+from ..geometry import random_rotation, remove_mean
 from .base import (Configurable, activation_class, check_positive_int, latent_sample, mlp,
                    sinusoidal_embedding)
 
@@ -345,6 +345,14 @@ class EGNNGenerator(_EGNNBase):
         ``norm_constant=1``, ``attention`` and ReLU).  A fresh network (tiny
         coordinate head) then maps every z close to 0.  Stored in ``config`` only when
         not the default.
+    template : array-like, shape=(n_particles, spatial_dim), optional
+        Positions (nm) of a reference structure, for molecules.  :meth:`sample` then
+        draws z = R (t − t̄) + latent_std · ε, a uniformly rotated, centred template plus
+        centred Gaussian noise, and with ``output="positions"`` the generator is a
+        residual displacement x = z + Σ_l Δx_l on the template: a fresh network (tiny
+        coordinate head) starts at the template's geometry instead of overlapping
+        atoms, and the sample distribution stays rotation invariant because the EGNN is
+        equivariant.  Stored in ``config`` only when set.
 
     Attributes
     ----------
@@ -366,7 +374,7 @@ class EGNNGenerator(_EGNNBase):
     def __init__(self, n_particles, spatial_dim, n_layers=4, hidden=64, node_features=None,
                  latent_std=1.0, activation=nn.SiLU, aggregation="mean", normalize=False,
                  tanh=False, coords_range=1.0, coord_hidden_layer=True, norm_constant=0.0,
-                 attention=False, output="positions"):
+                 attention=False, output="positions", template=None):
         if output not in GENERATOR_OUTPUTS:
             raise ValueError(f"output must be one of {GENERATOR_OUTPUTS}, got {output!r}")
         super().__init__(n_particles, spatial_dim, n_layers, hidden, node_features, 0,
@@ -379,6 +387,21 @@ class EGNNGenerator(_EGNNBase):
         self.output = output
         if output != "positions":
             self._config["output"] = output
+        self.register_buffer("template", self._centred_template(template))
+        if template is not None:
+            self._config["template"] = np.asarray(template, dtype=np.float64).tolist()
+
+    def _centred_template(self, template):
+        """The template (n_particles, spatial_dim) nm, centred, or None."""
+        if template is None:
+            return None
+        array = np.asarray(template, dtype=np.float64)
+        if array.shape != (self.n_particles, self.spatial_dim) or not np.isfinite(array).all():
+            raise ValueError(f"template must be finite positions of shape (n_particles="
+                             f"{self.n_particles}, spatial_dim={self.spatial_dim}) in nm, "
+                             f"got shape {array.shape}")
+        array = array - array.mean(axis=0)
+        return torch.as_tensor(array, dtype=torch.get_default_dtype())
 
     def forward(self, z):
         """Map latent noise to configurations.
@@ -404,7 +427,8 @@ class EGNNGenerator(_EGNNBase):
         return remove_mean(x - z if self.output == "displacement" else x)
 
     def sample(self, n, generator=None):
-        """Draw ``n`` configurations x = f_θ(z) with centred Gaussian z of std ``latent_std``.
+        """Draw ``n`` configurations x = f_θ(z) with centred Gaussian z of std ``latent_std``
+        (around a randomly rotated ``template`` when one is set).
 
         Parameters
         ----------
@@ -421,6 +445,9 @@ class EGNNGenerator(_EGNNBase):
         """
         z = latent_sample(self, n, self.n_particles, self.spatial_dim, self.latent_std,
                            True, generator)
+        if self.template is not None:
+            rotation = random_rotation(n, self.spatial_dim, generator, z.dtype, z.device)
+            z = self.template.to(z.dtype) @ rotation.transpose(-1, -2) + z
         return self(z)
 
 

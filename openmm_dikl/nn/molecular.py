@@ -16,7 +16,7 @@ import torch
 from openmm import unit
 from torch import nn
 
-from ..geometry import remove_mean
+from ..geometry import quaternion_rotation, remove_mean
 from ..internal import InternalCoordinates
 from ..systems.alanine import (ZMATRIX_BACKBONE_ROWS, ZMATRIX_ROTOR_ROWS,
                                alanine_dipeptide_zmatrix)
@@ -45,28 +45,6 @@ def atom_identity_features(topology):
     """
     types = atom_type_features(topology)
     return np.concatenate([types, np.eye(len(types))], axis=1)
-
-
-def quaternion_rotation(quaternion):
-    """Rotation matrices of (not necessarily normalised) quaternions.
-
-    Parameters
-    ----------
-    quaternion : torch.Tensor, shape=(batch, 4)
-        (w, x, y, z), any non-zero length.  A standard normal 4-vector gives a
-        uniformly (Haar) distributed rotation.
-
-    Returns
-    -------
-    torch.Tensor, shape=(batch, 3, 3)
-        Proper rotations (det +1), dimensionless, in the quaternion's dtype.
-    """
-    q = quaternion / torch.linalg.norm(quaternion, dim=-1, keepdim=True).clamp_min(1e-12)
-    w, x, y, z = q.unbind(-1)
-    rows = [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]
-    return torch.stack(rows, -1).reshape(q.shape[:-1] + (3, 3))
 
 
 class InternalCoordinateGenerator(Configurable):
