@@ -14,7 +14,8 @@ variants are read back, not retrained).
         --variant "steps50=score_steps_per_iter:50" --iterations 300
 
 Each ``--variant NAME=key:value[,key:value...]`` takes JSON values (``null``, numbers,
-``"inv_alpha"``).
+``"inv_alpha"``); a key ``generator.NAME`` or ``score_model.NAME`` changes that network's
+architecture instead of a DiKL setting (``generator.output:"displacement"``).
 """
 import argparse
 import csv
@@ -37,6 +38,10 @@ DEFAULT_VARIANTS = {
 }
 
 
+#: Recipe sections whose entries a variant may change with ``SECTION.NAME`` keys.
+NETWORK_SECTIONS = ("generator", "score_model")
+
+
 def parse_variant(text):
     """``NAME=key:value,...`` -> (name, {key: value}) with JSON values."""
     name, _, settings = text.partition("=")
@@ -57,6 +62,13 @@ def variant_recipe(base, changes, n_iterations):
     recipe = json.loads(json.dumps(base))
     dikl = recipe["dikl"]
     for key, value in changes.items():
+        section, dot, name = key.partition(".")
+        if dot:
+            if section not in NETWORK_SECTIONS:
+                raise ValueError(f"variant key {key!r}: only {NETWORK_SECTIONS} take "
+                                 f"'SECTION.NAME' keys")
+            recipe[section][name] = value
+            continue
         if key == "average_last" and value is None:
             value = max(1, int(dikl.get("n_mala_steps", 50)) // 2)
         dikl[key] = value

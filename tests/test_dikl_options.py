@@ -501,3 +501,30 @@ def test_selection_settings_are_validated_and_belong_to_the_run_section(dw4):
     with pytest.raises(ValueError, match="needs a TargetSystem"):
         trainer_for(TwoModes(), MLPGenerator(1, 1), MLPScore(1, 1),
                     config(select_checkpoint="mala_energy_tvd", eval_every=1))
+
+
+def test_ablation_benchmark_runs_variants_of_settings_and_architectures(tmp_path, capsys):
+    """benchmarks/dikl_ablation.py: one run per variant (flat DiKL settings or
+    ``generator.NAME`` architecture keys), read back on a second call, and a table row each."""
+    import importlib.util
+    import json
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "dikl_ablation.py")
+    spec = importlib.util.spec_from_file_location("dikl_ablation", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = ["mw32", "--iterations", "2", "--out", str(tmp_path), "--variant",
+            "base=seed:0", "--variant", "narrow=generator.hidden:16,lr_generator:0.002"]
+    module.main(args)
+    recipe = json.loads((tmp_path / "narrow" / "recipe.json").read_text())
+    assert recipe["generator"]["hidden"] == 16 and recipe["dikl"]["lr_generator"] == 0.002
+    base = json.loads((tmp_path / "base" / "recipe.json").read_text())
+    assert base["generator"]["hidden"] == 256 and base["dikl"]["n_iterations"] == 2
+    first = capsys.readouterr().out
+    rows = [line for line in first.splitlines() if line.startswith(("| base", "| narrow"))]
+    assert len(rows) == 2 and all("max_basin_weight_error" not in r for r in rows)
+    module.main(args)                      # finished variants are read back, not retrained
+    second = capsys.readouterr().out
+    assert [l for l in second.splitlines() if l.startswith("| ")] == \
+        [l for l in first.splitlines() if l.startswith("| ")]
+    with pytest.raises(ValueError, match="SECTION.NAME"):
+        module.variant_recipe(base, {"dikl.seed": 1}, 2)
