@@ -876,10 +876,11 @@ SHIPPED_QUALITY = {
     # and against the untrained -31.3; untrained, the N(0, 20²) start has TVD 0.337 too)
     "mog40": [("mode_coverage", 0.85, "min", False), ("mode_weight_error", 0.36, "max", False),
               ("mean_log_density", -10.6, "min", True)],
-    # measured on these 4,000 samples: KL Ramachandran 0.171, KL φ 0.212, energy TVD 0.099
-    # (the 600-iteration Cartesian recipe before it: 0.24-0.60, 0.37-0.40, 0.20)
-    "alanine_dipeptide_implicit": [("kl_ramachandran", 0.20, "max", True),
-                                   ("kl_phi", 0.25, "max", True),
+    # measured on these 4,000 samples: KL Ramachandran 0.161, KL φ 0.176, energy TVD 0.106
+    # (seeds 7 and 11: 0.164 / 0.189 / 0.093, 0.162 / 0.178 / 0.100); the 2,000-iteration
+    # generator before the fine-tuning: 0.171 / 0.212 / 0.099, which the φ bound rejects
+    "alanine_dipeptide_implicit": [("kl_ramachandran", 0.185, "max", True),
+                                   ("kl_phi", 0.205, "max", True),
                                    ("energy_tvd", 0.13, "max", True)],
     # 0.156 is the error of a coordinate collapsed into the heavy well; all 16 collapsed
     # give a mean of 0.156 too, so the mean bound needs some coordinates that mix
