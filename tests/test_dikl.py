@@ -866,7 +866,10 @@ def test_shipped_checkpoints_load_and_sample(name):
 #: MoG-40's residual generator starts as N(0, 20²) over the whole box, so untrained it
 #: "visits" every mode: there coverage has only its bound, the density must improve.
 SHIPPED_QUALITY = {
-    "dw4": [("energy_tvd", 0.35, "max", True), ("distance_tvd", 0.145, "max", True),
+    # measured on these 4,000 samples: energy TVD 0.289, distance TVD 0.099, W2 1.853
+    # (seeds 7 / 11: 0.285 / 0.099 / 1.894, 0.281 / 0.100 / 1.872); the 5,000-iteration
+    # generator before it (0.332 / 0.136 / 1.877 on 10,000) fails the first two bounds
+    "dw4": [("energy_tvd", 0.32, "max", True), ("distance_tvd", 0.12, "max", True),
             ("w2", 1.95, "max", True)],
     "lj13": [("energy_tvd", 0.92, "max", True), ("distance_tvd", 0.19, "max", True),
              ("w2", 4.7, "max", True)],
