@@ -1,5 +1,7 @@
 """Shared test settings."""
 import functools
+import importlib.util
+import os
 import subprocess
 import sys
 
@@ -14,6 +16,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def load_benchmark():
+    """``load(name)``: the script ``benchmarks/<name>.py`` imported as a module (to call its
+    ``main(argv)`` and helpers in-process)."""
+    def load(name):
+        path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", f"{name}.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
 
 
 #: The OpenMM platforms that ``openmm_platforms`` runs a test on, in order.

@@ -503,15 +503,12 @@ def test_selection_settings_are_validated_and_belong_to_the_run_section(dw4):
                     config(select_checkpoint="mala_energy_tvd", eval_every=1))
 
 
-def test_ablation_benchmark_runs_variants_of_settings_and_architectures(tmp_path, capsys):
+def test_ablation_benchmark_runs_variants_of_settings_and_architectures(tmp_path, capsys,
+                                                                       load_benchmark):
     """benchmarks/dikl_ablation.py: one run per variant (flat DiKL settings or
     ``generator.NAME`` architecture keys), read back on a second call, and a table row each."""
-    import importlib.util
     import json
-    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "dikl_ablation.py")
-    spec = importlib.util.spec_from_file_location("dikl_ablation", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("dikl_ablation")
     args = ["mw32", "--iterations", "2", "--out", str(tmp_path), "--variant",
             "base=seed:0", "--variant", "narrow=generator.hidden:16,lr_generator:0.002"]
     module.main(args)
@@ -520,8 +517,12 @@ def test_ablation_benchmark_runs_variants_of_settings_and_architectures(tmp_path
     base = json.loads((tmp_path / "base" / "recipe.json").read_text())
     assert base["generator"]["hidden"] == 256 and base["dikl"]["n_iterations"] == 2
     first = capsys.readouterr().out
-    rows = [line for line in first.splitlines() if line.startswith(("| base", "| narrow"))]
-    assert len(rows) == 2 and all("max_basin_weight_error" not in r for r in rows)
+    table = [line.split("|")[1:-1] for line in first.splitlines() if line.startswith("| ")]
+    header, rows = table[0], table[1:]
+    assert "max_basin_weight_error" in [cell.strip() for cell in header]
+    assert [row[0].strip() for row in rows] == ["base", "narrow"]
+    # every metric cell is a number (the system's metrics were measured for each run)
+    assert all(len(row) == len(header) and all(float(c) >= 0 for c in row[3:]) for row in rows)
     module.main(args)                      # finished variants are read back, not retrained
     second = capsys.readouterr().out
     assert [l for l in second.splitlines() if l.startswith("| ")] == \

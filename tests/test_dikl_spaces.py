@@ -187,13 +187,9 @@ def test_posterior_jumps_cross_a_barrier_and_stay_exact():
     assert CartesianSpace(systems.get("dw4")).jumps is None
 
 
-def _posterior_accuracy_ratios(capsys, recipe, *options):
-    """Run benchmarks/posterior_accuracy.py; {level: (mean ratio, median ratio)} of its table."""
-    import importlib.util
-    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "posterior_accuracy.py")
-    spec = importlib.util.spec_from_file_location("posterior_accuracy", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def _posterior_accuracy_ratios(capsys, module, recipe, *options):
+    """Run benchmarks/posterior_accuracy.py (``module``); {level: (mean ratio, median
+    ratio)} of its table."""
     weights = systems.shipped_path(os.path.join("checkpoints", "alanine_dipeptide_implicit.pt"))
     capsys.readouterr()
     module.main([str(recipe), "--weights", weights, "--batch", "4", *options])
@@ -201,12 +197,12 @@ def _posterior_accuracy_ratios(capsys, recipe, *options):
     return {int(cells[0]): (float(cells[4]), float(cells[5])) for cells in rows}
 
 
-def test_posterior_accuracy_benchmark_shipped_recipe(capsys):
+def test_posterior_accuracy_benchmark_shipped_recipe(capsys, load_benchmark):
     """The shipped recipe's warm-started, jumping posterior estimates the target score to
     within a fraction of its norm at every level (4 x_t per level; seeds 0-19 at the
     hardest levels 6 and 12: mean ratio at most 0.46, where 2 x_t per level reached 0.63;
     1 or more would mean no information)."""
     recipe = systems.shipped_path(os.path.join("configs", "alanine_dipeptide_implicit.json"))
-    ratios = _posterior_accuracy_ratios(capsys, recipe)
+    ratios = _posterior_accuracy_ratios(capsys, load_benchmark("posterior_accuracy"), recipe)
     assert sorted(ratios) == [1, 6, 12, 17, 23, 29]  # six levels spread over the schedule
     assert all(0 < mean < 0.5 and 0 < median < 0.5 for mean, median in ratios.values())
