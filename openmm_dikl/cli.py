@@ -121,7 +121,9 @@ def _add_train_parser(sub):
                        help="start a new run from the networks of another run's trainer "
                             "checkpoint (fine-tuning: optimiser settings and the posterior "
                             "sampler may differ; the architectures and the noise schedule "
-                            "may not); not with --resume")
+                            "may not), or from the generator of a sampler checkpoint (the "
+                            "score network starts fresh: set score_warmup_steps); not with "
+                            "--resume")
     train.add_argument("--iterations", type=int, default=None,
                        help="total iterations to reach (default: the recipe's)")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -310,7 +312,7 @@ def _cmd_train(args):
     if args.resume:  # a missing or damaged checkpoint fails before anything is written
         check_checkpoint(os.path.join(args.out, "checkpoint.pt"), kinds=("trainer",))
     elif args.init_from is not None:
-        check_checkpoint(args.init_from, kinds=("trainer",))
+        check_checkpoint(args.init_from, kinds=("trainer", "sampler"))
     if (args.nproc or 1) > 1 and "WORLD_SIZE" not in os.environ:
         return _launch_torchrun(args)
     parallel = distributed.init_from_env()  # under torchrun: join the process group

@@ -581,6 +581,47 @@ def test_csv_log_keeps_the_rows_up_to_the_checkpoint(tmp_path):
     assert not path.exists()
 
 
+def test_init_from_a_sampler_checkpoint_loads_the_generator_and_warms_up_the_score(
+        dw4, tmp_path, caplog):
+    """A sampler.pt (or a shipped checkpoint) holds a generator alone: it is loaded into
+    the generator and its average, the score network stays fresh, and the first
+    iteration adds score_warmup_steps DSM steps before its generator step."""
+    parent = DiKLTrainer(dw4, *dw4_models(), small_dw4_config())
+    parent.train(2, out_dir=tmp_path / "parent", progress=False)
+    source = tmp_path / "parent" / "sampler.pt"
+    shipped = torch.load(source, weights_only=True)["generator_state"]
+
+    child = DiKLTrainer(dw4, *dw4_models(seed=5), small_dw4_config(score_warmup_steps=7))
+    fresh_score = copy.deepcopy(child.score_model.state_dict())
+    child.load_weights(source)
+    assert child.init_from == str(source)
+    for module in (child.generator, child.generator_ema):
+        for name, value in shipped.items():
+            assert torch.equal(module.state_dict()[name], value), name
+    for name, value in fresh_score.items():
+        assert torch.equal(child.score_model.state_dict()[name], value), name
+
+    def score_optimiser_steps():
+        return {int(v["step"]) for v in child.opt_score.state.values()}
+    child.step()
+    assert score_optimiser_steps() == {2 + 7}  # score_steps_per_iter + warm-up
+    child.step()
+    assert score_optimiser_steps() == {2 + 7 + 2}  # the warm-up runs once
+
+    with caplog.at_level("WARNING", logger="openmm_dikl.dikl.trainer"):
+        DiKLTrainer(dw4, *dw4_models(), small_dw4_config()).load_weights(source)
+    assert "holds no score network" in caplog.text
+    other_arch = DiKLTrainer(dw4, EGNNGenerator(4, 2, n_layers=2, hidden=8),
+                             EGNNScore(4, 2, n_layers=2, hidden=16), small_dw4_config())
+    before = copy.deepcopy(other_arch.generator.state_dict())
+    with pytest.raises(CheckpointError, match="holds a generator built with"):
+        other_arch.load_weights(source)
+    for name, value in before.items():
+        assert torch.equal(other_arch.generator.state_dict()[name], value), name
+    with pytest.raises(ValueError, match="score_warmup_steps must be an integer >= 0"):
+        small_dw4_config(score_warmup_steps=-1)
+
+
 def test_counters_are_read_only_properties(dw4):
     trainer = DiKLTrainer(dw4, *dw4_models(), small_dw4_config())
     row = trainer.step()
@@ -639,8 +680,6 @@ def test_init_from_starts_a_new_run_from_another_runs_networks(dw4, tmp_path):
                              EGNNScore(4, 2, n_layers=2, hidden=16), small_dw4_config())
     with pytest.raises(CheckpointError, match="holds a generator built with"):
         other_arch.train(1, out_dir=tmp_path / "bad", init_from=source, progress=False)
-    with pytest.raises(CheckpointError, match="holds a 'sampler'"):
-        child.load_weights(tmp_path / "parent" / "sampler.pt")  # no score network in it
     other_noise = DiKLTrainer(dw4, *dw4_models(), small_dw4_config(n_levels=7))
     with pytest.raises(CheckpointError,
                        match=r"score network for other settings: schedule\.n_levels=30 \(now 7\)"):

@@ -30,7 +30,8 @@ from .config import DiKLConfig
 
 __all__ = ["CheckpointError", "CHECKPOINT_FORMAT", "READABLE_FORMATS", "write_checkpoint",
            "read_checkpoint", "check_checkpoint", "migrate", "stored_config", "check_target",
-           "load_states", "trainer_state", "read_trainer_checkpoint", "load_networks"]
+           "load_states", "trainer_state", "read_trainer_checkpoint", "load_networks",
+           "read_generator_checkpoint", "load_generator", "load_starting_networks"]
 
 #: Format written by this version.
 CHECKPOINT_FORMAT = "openmm_dikl.dikl/2"
@@ -281,6 +282,63 @@ def read_trainer_checkpoint(path, target, config, resume):
     if changed:
         raise CheckpointError(f"checkpoint file {path!r} {what}" + ", ".join(changed))
     return obj
+
+
+def load_starting_networks(trainer, path):
+    """Load the networks of a trainer checkpoint, or the generator of a sampler
+    checkpoint, into a fresh run's ``trainer`` (see ``DiKLTrainer.load_weights``).
+
+    Returns
+    -------
+    bool
+        Whether a score network was loaded (False for a sampler checkpoint).
+
+    Raises
+    ------
+    FileNotFoundError, CheckpointError
+        As :func:`read_trainer_checkpoint`, :func:`load_networks` and
+        :func:`load_generator`; nothing is loaded then.
+    """
+    if read_checkpoint(path)["kind"] == "sampler":
+        load_generator(trainer, read_generator_checkpoint(path, trainer.target), path)
+        return False
+    obj = read_trainer_checkpoint(path, trainer.target, trainer.config, resume=False)
+    load_networks(trainer, obj, path, optimisers=False)
+    return True
+
+
+def read_generator_checkpoint(path, target):
+    """Read a sampler checkpoint (a generator alone) for a run on ``target``.
+
+    Raises
+    ------
+    FileNotFoundError, CheckpointError
+        A missing or unreadable file, another kind or another system.
+    """
+    obj = read_checkpoint(path, kinds=("sampler",))
+    check_target(obj, path, target)
+    return obj
+
+
+def load_generator(trainer, obj, path):
+    """Load the generator of a sampler checkpoint into ``trainer``'s generator and its
+    weight average (if kept), all or nothing; the score network is left as it is.
+
+    Raises
+    ------
+    CheckpointError
+        Another generator architecture or centring, or a state that does not fit.
+    """
+    config = getattr(trainer.generator, "config", None)
+    if config is not None and obj.get("generator_config") not in (None, config):
+        raise CheckpointError(f"checkpoint file {path!r} holds a generator built with "
+                              f"{obj['generator_config']}, not {config}")
+    if bool(obj.get("centre", trainer.centre)) != bool(trainer.centre):
+        raise CheckpointError(f"checkpoint file {path!r} holds a generator trained with "
+                              f"centre={obj['centre']}, this run has centre={trainer.centre}")
+    loads = [(trainer.generator, obj["generator_state"], "generator"),
+             (trainer.generator_ema, obj["generator_state"], "generator average")]
+    load_states([load for load in loads if load[0] is not None], path)
 
 
 def load_networks(trainer, obj, path, optimisers):

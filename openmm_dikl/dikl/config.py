@@ -323,6 +323,7 @@ class OptimisationConfig:
     ema_decay: Optional[float] = None
     score_clip: Optional[float] = None
     min_level: int = 0
+    score_warmup_steps: int = 0
 
     def __post_init__(self):
         _integer("optimisation", self, "batch_size", 1)
@@ -338,6 +339,7 @@ class OptimisationConfig:
         _interval("optimisation", self, "ema_decay", 0.0, 1.0, closed_high=False)
         _positive("optimisation", self, "score_clip", optional=True)
         _integer("optimisation", self, "min_level", 0)
+        _integer("optimisation", self, "score_warmup_steps", 0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,8 +25,8 @@ from ..geometry import remove_mean
 from ..nn import build_model
 from ..seeding import derived_seed
 from . import distributed as _dist
-from .checkpoints import (load_networks, read_trainer_checkpoint, trainer_state,
-                          write_checkpoint)
+from .checkpoints import (load_networks, load_starting_networks, read_trainer_checkpoint,
+                          trainer_state, write_checkpoint)
 from .config import DiKLConfig
 from .loop import RunFolder, run_iterations
 from .diffusion import (VPSchedule, clip_per_particle, dikl_surrogate_loss, dsm_loss,
@@ -85,12 +85,13 @@ class DiKLTrainer:
         Iterations done, training time (s), optimiser steps skipped because of
         non-finite gradients (read-only).
     init_from : str or None
-        Trainer checkpoint the networks were started from (:meth:`load_weights`).
+        Trainer or sampler checkpoint the networks were started from
+        (:meth:`load_weights`).
 
     Notes
     -----
     One iteration (:meth:`step`): ``score_steps_per_iter`` DSM steps on generator
-    samples, then one generator step with the surrogate of
+    samples (the first iteration of a run adds ``score_warmup_steps``), then one generator step with the surrogate of
     :func:`~openmm_dikl.dikl.diffusion.dikl_surrogate_loss`: draw x = f_θ(z) and levels t
     uniformly, x_t = α_t x + σ_t ε, the target score at x_t by the mixed score identity
     from :class:`~openmm_dikl.dikl.posterior.PosteriorSampler` samples (target forces
@@ -404,7 +405,10 @@ class DiKLTrainer:
         if opt.score_samples_per_iter is not None and opt.score_steps_per_iter:
             with torch.no_grad():
                 pool = self._draw(self._local(opt.score_samples_per_iter))
-        dsm = [self.score_step(pool) for _ in range(opt.score_steps_per_iter)]
+        n_score_steps = opt.score_steps_per_iter
+        if self._iteration == 0:  # fit the score network to the starting generator first
+            n_score_steps += opt.score_warmup_steps
+        dsm = [self.score_step(pool) for _ in range(n_score_steps)]
         loss, stats = self.generator_loss()
         self.opt_generator.zero_grad()
         loss.backward()
@@ -497,33 +501,36 @@ class DiKLTrainer:
     def load_weights(self, path):
         """Start from the networks of another run (fine-tuning with new settings).
 
-        Loads the generator, its weight average and the score network of a trainer
-        checkpoint; the optimisers, learning-rate schedule, iteration count, random state
-        and MALA step sizes stay as they are (fresh).  The ``schedule`` section of the
-        settings (noise schedule, parameterisation, coordinate scale, centring: what the
-        score network computes) and the architectures must equal the checkpoint's
-        (:meth:`DiKLConfig.fine_tune_differences`); posterior, optimisation and run
-        settings and the seed may differ.  A checkpoint without weight average starts
-        the average at its generator.  The path is kept in :attr:`init_from` and in
-        this trainer's checkpoints.
+        From a trainer checkpoint: the generator, its weight average (a checkpoint
+        without one starts the average at its generator) and the score network; the
+        ``schedule`` section (what the score network computes) and the architectures
+        must equal the checkpoint's (:meth:`DiKLConfig.fine_tune_differences`);
+        posterior, optimisation and run settings and the seed may differ.  From a
+        sampler checkpoint (``sampler.pt``, a shipped ``systems/checkpoints/*.pt``): the
+        generator alone (and the average starts at it); the score network stays fresh,
+        so set ``optimisation.score_warmup_steps`` (a warning is logged otherwise).
+        Optimisers, learning-rate schedule, iteration count, random state and MALA step
+        sizes stay fresh.  The path is kept in :attr:`init_from` and in checkpoints.
 
         Parameters
         ----------
         path : str or os.PathLike
-            A trainer checkpoint (``OUT/checkpoint.pt`` of ``openmm-dikl train``).
+            A trainer checkpoint (``OUT/checkpoint.pt`` of ``openmm-dikl train``) or a
+            sampler checkpoint.
 
         Raises
         ------
         FileNotFoundError
             If the file does not exist.
         CheckpointError
-            If it is corrupt, not a trainer checkpoint (a ``sampler.pt`` holds no score
-            network), for another system, holds networks of other architectures, or its
-            score network was trained for another schedule section.  Nothing is loaded
-            then.
+            If it is corrupt, not a DiKL checkpoint, for another system, holds networks
+            of other architectures or centring, or (a trainer checkpoint) a score network
+            trained for another schedule section.  Nothing is loaded then.
         """
-        obj = read_trainer_checkpoint(path, self.target, self.config, resume=False)
-        load_networks(self, obj, path, optimisers=False)
+        if not load_starting_networks(self, path) \
+                and not self.config.optimisation.score_warmup_steps:
+            logger.warning("%s holds no score network: the score network starts "
+                           "untrained (set optimisation.score_warmup_steps)", path)
         self.init_from = str(path)
 
     # ------------------------------------------------------------------ training loop
@@ -545,7 +552,7 @@ class DiKLTrainer:
         progress : bool
             Show a tqdm progress bar (rank 0 only when distributed).
         init_from : str or os.PathLike, optional
-            Trainer checkpoint whose networks a fresh run starts from (see
+            Trainer or sampler checkpoint whose networks a fresh run starts from (see
             :meth:`load_weights`).  Ignored when resuming: the run's own checkpoint
             already holds the networks.
 
