@@ -2,6 +2,7 @@
 import csv
 import logging
 import pickle
+import re
 
 import mdtraj
 import numpy as np
@@ -175,3 +176,30 @@ def test_move_warns_when_pivots_are_almost_never_accepted(caplog):
     rates = move.acceptance_rates["initialisation"]
     assert rates[0] < 0.01 and rates[1] > 0.05
     assert "1 of 2 levels (phi ALA2)" in caplog.text and "explicit solvent" in caplog.text
+
+
+def test_peptide_reference_script_resumes_and_writes_the_benchmark_file(tmp_path, capsys,
+                                                                        load_benchmark):
+    """benchmarks/peptide_reference.py (DiGS + replica exchange, openmmtools storage):
+    two parts of 3 iterations give the file of 6, with the time of both parts; an
+    existing storage without --resume is refused and nothing is written."""
+    script = load_benchmark("peptide_reference")
+    storage, out = str(tmp_path / "re.nc"), str(tmp_path / "ref.npz")
+    common = ["--system", "alanine_dipeptide_implicit", "--replicas", "2", "--sweeps", "1",
+              "--langevin-steps", "2", "--chunk", "3", "--storage", storage, "--out", out]
+    assert script.main(common + ["--iterations", "3"]) == 0
+    first = dict(np.load(out))
+    with pytest.raises(SystemExit, match="exists: pass --resume"):
+        script.main(common + ["--iterations", "6"])
+    assert script.main(common + ["--iterations", "6", "--resume",
+                                 "--check", out]) == 0
+    data = np.load(out)
+    assert data["phi"].shape == data["psi"].shape == (6, 1)  # one residue, one frame per iteration
+    assert np.array_equal(data["phi"][:3], first["phi"])     # the resumed run kept its start
+    assert data["positions"].shape == (1, 22, 3) and np.all(np.isfinite(data["energy_kjmol"]))
+    assert data["wall_seconds"] > first["wall_seconds"] > 0
+    assert data["force_evaluations"] > first["force_evaluations"] > 0
+    assert data["temperatures"].shape == (2,) and data["exchange_acceptance"].shape == (1,)
+    out_text = capsys.readouterr().out
+    assert "resumed" in out_text and "iteration 6 / 6" in out_text
+    assert re.search(r"KL\(ref\.npz \|\| this\) per residue: \d+\.\d{3}$", out_text, re.M)
