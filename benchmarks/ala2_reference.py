@@ -13,6 +13,11 @@ shipped files (recorded in the npz as ``command``)::
     python benchmarks/ala2_reference.py --system ace_ala3_nme_implicit --timestep 2 \
         --t-max 600 --iterations 3000 --keep-every 2 --checkpoint runs/ala4_pt.pkl --resume \
         --out systems/ace_ala3_nme_reference.npz
+
+The second made the first Ace-(Ala)3-Nme reference, whose angles are kept as
+``systems/ace_ala3_nme_reference_langevin_pt.npz``; it is not converged (its halves
+disagree), and the shipped ``systems/ace_ala3_nme_reference.npz`` now comes from
+``benchmarks/peptide_reference.py`` (replica exchange with torsional DiGS moves).
 """
 import argparse
 import os

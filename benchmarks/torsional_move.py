@@ -15,9 +15,9 @@ Three parts, each printed as a table (``--parts`` picks them):
     tempering (8 replicas 300–600 K, 2 fs Langevin, 50 steps per exchange; its frames are
     the 300 K replica's).  Per residue: core-to-core φ transitions (φ ∈ [−170°, −30°] to
     φ ∈ [30°, 130°] or back) per 10⁶ evaluations and per CPU-second, and the Ramachandran
-    KL (``--kl-bins`` per angle, default 20 × 20: the reference has 3,000 frames, one per
-    exchange; KL(reference ‖ sampler), pseudo-count 1e-10) against the shipped PT
-    reference ``systems/ace_ala3_nme_reference.npz`` (``benchmarks/ala2_reference.py``)
+    KL (``--kl-bins`` per angle, default 20 × 20: the reference has 13,000 frames;
+    KL(reference ‖ sampler), pseudo-count 1e-10) against the shipped replica-exchange
+    reference ``systems/ace_ala3_nme_reference.npz`` (``benchmarks/peptide_reference.py``)
     when it exists, with the noise floor of its two halves.
 ``protein``
     T4 lysozyme L99A in OBC implicit solvent (openmmtools' ``LysozymeImplicit``, 2,621
