@@ -17,15 +17,15 @@ Langevin parallel-tempering file) at the accuracy of the latter's halves.
 
 The run stores every iteration in openmmtools' netCDF storage (``--storage``; its
 ``*_checkpoint.nc`` holds the positions) and resumes from it with ``--resume``; Ctrl-C
-stops it (``--resume`` continues from the last stored iteration).  At the end it writes the npz read by the
-benchmarks: ``phi``, ``psi`` (frames, residues) in radians, ``energy_kjmol``,
+stops it (``--resume`` continues from the last stored iteration).  At the end it
+writes the npz read by the benchmarks: ``phi``, ``psi`` (frames, residues) in radians, ``energy_kjmol``,
 ``positions`` (every ``--keep-every``-th frame, nm), ``temperatures`` (K),
 ``exchange_acceptance``, ``force_evaluations``, ``wall_seconds``, ``cpu_seconds`` and
 ``command``; and prints per residue p(φ > 0) and the Ramachandran KL of its two halves.
 
 Usage (the shipped ``systems/ace_ala3_nme_reference.npz``)::
 
-    python benchmarks/peptide_reference.py --iterations 20000 --storage runs/ala4_re.nc \\
+    python benchmarks/peptide_reference.py --iterations 13000 --storage runs/ala4_re.nc \\
         --resume --check systems/ace_ala3_nme_reference_langevin_pt.npz \\
         --out systems/ace_ala3_nme_reference.npz
 """
@@ -45,6 +45,7 @@ from openmm_dikl import systems
 from openmm_dikl.io import atomic_write
 from openmm_dikl.analysis.torsion_metrics import ramachandran_kl
 from openmm_dikl.samplers import TorsionalDiffusiveGibbsMove, geometric_temperatures
+from openmm_dikl.units import kt_kjmol
 
 KL_BINS = 20   # per angle, as in benchmarks/torsional_move.py
 
@@ -127,8 +128,7 @@ def lowest_temperature_frames(storage, n_iterations):
     try:
         states_of = reporter.read_replica_thermodynamic_states()   # (iterations+1, replicas)
         thermodynamic_states, _ = reporter.read_thermodynamic_states()
-        kt = (unit.MOLAR_GAS_CONSTANT_R * thermodynamic_states[0].temperature
-              ).value_in_unit(unit.kilojoule_per_mole)
+        kt = kt_kjmol(thermodynamic_states[0].temperature)
         energies, _, _ = reporter.read_energies()                  # reduced, (it, replicas, states)
         xyz, u = [], []
         for iteration in range(1, n_iterations + 1):
@@ -208,15 +208,16 @@ def main(argv=None):
     xyz, energies, temperatures, exchange = lowest_temperature_frames(args.storage, n_iterations)
     traj = mdtraj.Trajectory(xyz, mdtraj.Topology.from_openmm(target.topology))
     phi, psi = mdtraj.compute_phi(traj)[1], mdtraj.compute_psi(traj)[1]
+    times = read_times(args.storage)
     tmp = args.out + ".tmp.npz"
     np.savez_compressed(tmp, phi=phi.astype(np.float32), psi=psi.astype(np.float32),
                         energy_kjmol=energies, positions=xyz[::args.keep_every],
                         temperatures=temperatures, exchange_acceptance=exchange,
-                        force_evaluations=evaluations, **read_times(args.storage),
+                        force_evaluations=evaluations, **times,
                         command=" ".join([os.path.basename(sys.argv[0])] + list(argv or sys.argv[1:])))
     os.replace(tmp, args.out)
     print(f"{n_iterations} iterations, {evaluations:.3g} force evaluations, "
-          f"{read_times(args.storage)['cpu_seconds'] / 3600:.2f} CPU-h; exchange acceptance "
+          f"{times['cpu_seconds'] / 3600:.2f} CPU-h; exchange acceptance "
           f"{np.round(exchange, 2)}; wrote {args.out}")
     halves_report(phi, psi, "this reference")
     if args.check:

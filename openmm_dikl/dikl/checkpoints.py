@@ -31,7 +31,7 @@ from .config import DiKLConfig
 __all__ = ["CheckpointError", "CHECKPOINT_FORMAT", "READABLE_FORMATS", "write_checkpoint",
            "read_checkpoint", "check_checkpoint", "migrate", "stored_config", "check_target",
            "load_states", "trainer_state", "read_trainer_checkpoint", "load_networks",
-           "read_generator_checkpoint", "load_generator", "load_starting_networks"]
+           "check_settings", "load_generator", "load_starting_networks"]
 
 #: Format written by this version.
 CHECKPOINT_FORMAT = "openmm_dikl.dikl/2"
@@ -272,6 +272,18 @@ def read_trainer_checkpoint(path, target, config, resume):
     """
     obj = read_checkpoint(path, kinds=("trainer",))
     check_target(obj, path, target)
+    check_settings(obj, path, config, resume)
+    return obj
+
+
+def check_settings(obj, path, config, resume):
+    """Refuse a trainer checkpoint whose settings do not allow resuming (``resume``) or
+    fine-tuning with ``config`` (see :func:`read_trainer_checkpoint`).
+
+    Raises
+    ------
+    CheckpointError
+    """
     theirs = stored_config(obj, path)
     if resume:
         changed = config.resume_differences(theirs)
@@ -281,7 +293,6 @@ def read_trainer_checkpoint(path, target, config, resume):
         what = "holds a score network for other settings: "
     if changed:
         raise CheckpointError(f"checkpoint file {path!r} {what}" + ", ".join(changed))
-    return obj
 
 
 def load_starting_networks(trainer, path):
@@ -296,28 +307,27 @@ def load_starting_networks(trainer, path):
     Raises
     ------
     FileNotFoundError, CheckpointError
-        As :func:`read_trainer_checkpoint`, :func:`load_networks` and
-        :func:`load_generator`; nothing is loaded then.
+        As :func:`read_checkpoint`, :func:`check_target`, :func:`check_settings`,
+        :func:`load_networks` and :func:`load_generator`; nothing is loaded then.
     """
-    if read_checkpoint(path)["kind"] == "sampler":
-        load_generator(trainer, read_generator_checkpoint(path, trainer.target), path)
+    obj = read_checkpoint(path)
+    check_target(obj, path, trainer.target)
+    if obj["kind"] == "sampler":
+        load_generator(trainer, obj, path)
         return False
-    obj = read_trainer_checkpoint(path, trainer.target, trainer.config, resume=False)
+    check_settings(obj, path, trainer.config, resume=False)
     load_networks(trainer, obj, path, optimisers=False)
     return True
 
 
-def read_generator_checkpoint(path, target):
-    """Read a sampler checkpoint (a generator alone) for a run on ``target``.
-
-    Raises
-    ------
-    FileNotFoundError, CheckpointError
-        A missing or unreadable file, another kind or another system.
-    """
-    obj = read_checkpoint(path, kinds=("sampler",))
-    check_target(obj, path, target)
-    return obj
+def _check_architecture(obj, path, what, model):
+    """Refuse a checkpoint whose ``what`` ("generator" / "score") network was built with
+    another config than ``model`` (models without a config are not checked)."""
+    config = getattr(model, "config", None)
+    stored = obj.get(f"{what}_config")
+    if config is not None and stored not in (None, config):
+        raise CheckpointError(f"checkpoint file {path!r} holds a {what} built with "
+                              f"{stored}, not {config}")
 
 
 def load_generator(trainer, obj, path):
@@ -329,10 +339,7 @@ def load_generator(trainer, obj, path):
     CheckpointError
         Another generator architecture or centring, or a state that does not fit.
     """
-    config = getattr(trainer.generator, "config", None)
-    if config is not None and obj.get("generator_config") not in (None, config):
-        raise CheckpointError(f"checkpoint file {path!r} holds a generator built with "
-                              f"{obj['generator_config']}, not {config}")
+    _check_architecture(obj, path, "generator", trainer.generator)
     if bool(obj.get("centre", trainer.centre)) != bool(trainer.centre):
         raise CheckpointError(f"checkpoint file {path!r} holds a generator trained with "
                               f"centre={obj['centre']}, this run has centre={trainer.centre}")
@@ -354,10 +361,7 @@ def load_networks(trainer, obj, path, optimisers):
         Other architectures, a missing weight average, or states that do not fit.
     """
     for what, model in (("generator", trainer.generator), ("score", trainer.score_model)):
-        config = getattr(model, "config", None)
-        if config is not None and obj[f"{what}_config"] not in (None, config):
-            raise CheckpointError(f"checkpoint file {path!r} holds a {what} built with "
-                                  f"{obj[f'{what}_config']}, not {config}")
+        _check_architecture(obj, path, what, model)
     ema_state = obj.get("generator_ema_state")
     if ema_state is None and not optimisers:
         ema_state = obj["generator_state"]

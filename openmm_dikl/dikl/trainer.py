@@ -91,7 +91,8 @@ class DiKLTrainer:
     Notes
     -----
     One iteration (:meth:`step`): ``score_steps_per_iter`` DSM steps on generator
-    samples (the first iteration of a run adds ``score_warmup_steps``), then one generator step with the surrogate of
+    samples (the first iteration of a run adds ``score_warmup_steps``), then one
+    generator step with the surrogate of
     :func:`~openmm_dikl.dikl.diffusion.dikl_surrogate_loss`: draw x = f_θ(z) and levels t
     uniformly, x_t = α_t x + σ_t ε, the target score at x_t by the mixed score identity
     from :class:`~openmm_dikl.dikl.posterior.PosteriorSampler` samples (target forces
@@ -523,9 +524,8 @@ class DiKLTrainer:
         FileNotFoundError
             If the file does not exist.
         CheckpointError
-            If it is corrupt, not a DiKL checkpoint, for another system, holds networks
-            of other architectures or centring, or (a trainer checkpoint) a score network
-            trained for another schedule section.  Nothing is loaded then.
+            If it is corrupt, not a DiKL checkpoint, for another system or holds networks
+            of other architectures, centring or schedule section; nothing is loaded then.
         """
         if not load_starting_networks(self, path) \
                 and not self.config.optimisation.score_warmup_steps:
